@@ -1,0 +1,141 @@
+"""The ``dfbook`` command line. Each subcommand is a thin wrapper over a Python function of the package."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def _run(args) -> int:
+    from dfbook import runner
+
+    overrides = {name: runner.parse_override(value) for name, value in args.param}
+    try:
+        results = runner.run(args.chapters or None, args.profile, overrides, jobs=args.jobs,
+                             dry_run=args.dry_run, cell_timeout=args.cell_timeout)
+    except runner.RunnerError as exc:
+        print(f"dfbook run: {exc}", file=sys.stderr)
+        return 2
+    return 0 if all(r.status != "failed" for r in results) else 1
+
+
+def _list(args) -> int:
+    from dfbook import report, runner
+
+    for chapter in runner.list_chapters():
+        nb = runner.read_notebook(chapter)
+        title = next((ln.lstrip("# ").strip() for c in nb.cells if c.cell_type == "markdown"
+                      for ln in c.source.splitlines() if ln.startswith("# ")), "")
+        try:
+            rec = report.load(chapter, args.profile)
+            state = f"last run {rec['finished']} ({rec['runtime_s']:.0f} s) {report.headline_of(rec)}"
+        except FileNotFoundError:
+            state = "not run"
+        print(f"{chapter:20s} {title[:60]:60s} [{args.profile}: {state}]")
+    return 0
+
+
+def _book(args) -> int:
+    from dfbook import book
+
+    return book.book(args.profile, run_first=not args.skip_run, jobs=args.jobs)
+
+
+def _check(args) -> int:
+    from dfbook import check
+
+    ok, table = check.check(args.chapters or None, args.profile)
+    print(check.format_table(table))
+    print("dfbook check: all expected results hold" if ok else "dfbook check: FAILED (see rows marked FAIL)")
+    return 0 if ok else 1
+
+
+def _spread(args) -> int:
+    from dfbook import check
+
+    table = check.spread(args.chapter, args.seeds, args.profile)
+    print(table.to_string(index=False))
+    return 0
+
+
+def _prepare(args) -> int:
+    from dfbook import prepare
+
+    return prepare.main(args.rest)
+
+
+def _predict(args) -> int:
+    from dfbook.methods import defenders
+
+    return defenders.main(args.rest)
+
+
+def _bench(args) -> int:
+    from dfbook.bench import corpus
+
+    for kind in args.kinds:
+        df = corpus.load(kind)
+        info = corpus.info(kind)
+        print(f"{kind}: {len(df)} images, {df['method'].nunique()} methods, generated in {info['seconds']} s, "
+              f"at {corpus.location(kind)}")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="dfbook", description="Run, check and publish the deepfake-detection book.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    r = sub.add_parser("run", help="execute chapter notebooks headless (papermill)")
+    r.add_argument("chapters", nargs="*", help="chapters to run (default: all; see `dfbook list`)")
+    r.add_argument("--profile", default="mini", choices=["mini", "full"])
+    r.add_argument("-p", "--param", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
+                   help="override a parameter (VALUE read as YAML)")
+    r.add_argument("--jobs", type=int, default=1, help="chapters to run in parallel")
+    r.add_argument("--dry-run", action="store_true",
+                   help="build the models of the profile with random weights, record shapes and parameter counts, stop")
+    r.add_argument("--cell-timeout", type=int, default=900, help="seconds per cell")
+    r.set_defaults(func=_run)
+
+    ls = sub.add_parser("list", help="list chapters and their last run")
+    ls.add_argument("--profile", default="mini", choices=["mini", "full"])
+    ls.set_defaults(func=_list)
+
+    b = sub.add_parser("book", help="run all chapters, then build the HTML book in _build/html")
+    b.add_argument("--profile", default="mini", choices=["mini", "full"])
+    b.add_argument("--jobs", type=int, default=1)
+    b.add_argument("--skip-run", action="store_true", help="build from the notebooks already executed")
+    b.set_defaults(func=_book)
+
+    c = sub.add_parser("check", help="compare result records with notebooks/expected/*.yaml")
+    c.add_argument("chapters", nargs="*")
+    c.add_argument("--profile", default="mini", choices=["mini", "full"])
+    c.set_defaults(func=_check)
+
+    s = sub.add_parser("spread", help="run a chapter with several seeds and suggest expected-result bands")
+    s.add_argument("chapter")
+    s.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    s.add_argument("--profile", default="mini", choices=["mini", "full"])
+    s.set_defaults(func=_spread)
+
+    pr = sub.add_parser("prepare", help="videos -> face crops + manifest (see `dfbook prepare -h`)", add_help=False)
+    pr.add_argument("rest", nargs=argparse.REMAINDER)
+    pr.set_defaults(func=_prepare)
+
+    pd_ = sub.add_parser("predict-defenders", add_help=False,
+                         help="P(fake) per image with the DeepFakeDefenders experts (see `-h`)")
+    pd_.add_argument("rest", nargs=argparse.REMAINDER)
+    pd_.set_defaults(func=_predict)
+
+    be = sub.add_parser("bench", help="generate (or locate) the cached mini benchmark corpora")
+    be.add_argument("kinds", nargs="*", default=["faces", "images"])
+    be.set_defaults(func=_bench)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,69 @@
+"""Where things live. Every path the package uses is derived here, from the repository root or
+from an environment variable; nothing depends on the current working directory.
+
+- ``DFBOOK_DATA``  : root of the real datasets (``full`` profile); default ``<repo>/data``.
+- ``DFBOOK_CACHE`` : generated benchmark, mini model zoo, feature cache; default ``<repo>/_cache``.
+- ``DFBOOK_BUILD`` : executed notebooks, result records, HTML; default ``<repo>/_build``.
+- ``DFBOOK_NOTEBOOKS``: chapter sources; default ``<repo>/notebooks``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+PROFILES = ("mini", "full")
+
+
+def repo_root() -> Path:
+    """The repository root: the folder holding ``pyproject.toml`` above this package."""
+    here = Path(__file__).resolve().parent
+    for parent in (here.parent, *here.parents):
+        if (parent / "pyproject.toml").is_file() and (parent / "dfbook").is_dir():
+            return parent
+    raise RuntimeError(
+        f"dfbook is not installed from a checkout (no pyproject.toml above {here}); "
+        "install it with `pip install -e .` from the repository root."
+    )
+
+
+def _env_dir(var: str, default: Path) -> Path:
+    value = os.environ.get(var)
+    return Path(value).expanduser().resolve() if value else default
+
+
+def data_dir() -> Path:
+    return _env_dir("DFBOOK_DATA", repo_root() / "data")
+
+
+def cache_dir(*parts: str) -> Path:
+    """``<cache>/<parts...>``, created on demand."""
+    path = _env_dir("DFBOOK_CACHE", repo_root() / "_cache").joinpath(*parts)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def build_dir(*parts: str) -> Path:
+    """``<build>/<parts...>`` (not created)."""
+    return _env_dir("DFBOOK_BUILD", repo_root() / "_build").joinpath(*parts)
+
+
+def check_profile(profile: str) -> str:
+    if profile not in PROFILES:
+        raise ValueError(f"unknown profile {profile!r}; expected one of {PROFILES}")
+    return profile
+
+
+def results_dir(profile: str) -> Path:
+    """Result records of one profile: ``_build/results/<profile>/<chapter>.json``."""
+    return build_dir("results", check_profile(profile))
+
+
+def executed_dir(profile: str) -> Path:
+    """Executed notebooks of one profile: ``_build/notebooks/<profile>/<chapter>.ipynb``."""
+    return build_dir("notebooks", check_profile(profile))
+
+
+def notebooks_dir() -> Path:
+    """Chapter sources; ``$DFBOOK_NOTEBOOKS`` points elsewhere (the runner's tests use a fixture folder)."""
+    return _env_dir("DFBOOK_NOTEBOOKS", repo_root() / "notebooks")

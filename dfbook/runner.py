@@ -1,0 +1,292 @@
+"""Execute chapter notebooks headless: jupytext (MyST .md -> notebook) + papermill.
+
+For each chapter the runner
+1. reads ``notebooks/<chapter>.md`` and its parameters cell, merges ``notebooks/params/<chapter>.<profile>.yaml``
+   with ``-p NAME VALUE`` overrides, and rejects unknown names and values of the wrong type (papermill would
+   only log a warning);
+2. executes it with papermill in a child process (its own environment: ``HF_HUB_OFFLINE=1``, thread count,
+   run id), keeping the executed notebook in ``_build/notebooks/<profile>/<chapter>.ipynb`` — also when a
+   cell fails, for inspection;
+3. checks that the notebook wrote its result record ``_build/results/<profile>/<chapter>.json`` with this
+   run's id (a stale record from an earlier run is removed before the run starts).
+
+``--dry-run`` executes the notebook only up to the cell tagged ``dry-run`` (``run.model_check``), with
+``DRY_RUN=True``: on the ``full`` profile that builds the full-size models with random weights on a CPU.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from dfbook import paths, report
+
+TYPES = {"str": (str,), "int": (int,), "float": (int, float), "bool": (bool,), "list": (list,), "dict": (dict,)}
+
+
+class RunnerError(ValueError):
+    """A chapter cannot be started (unknown chapter, bad parameter); the message says how to fix it."""
+
+
+# -- chapters and parameters -------------------------------------------------------------------------
+def chapter_path(chapter: str) -> Path:
+    return paths.notebooks_dir() / f"{chapter}.md"
+
+
+def list_chapters() -> list[str]:
+    """Chapters in book order (``_toc.yml``), then any notebook not yet in the table of contents."""
+    found = sorted(p.stem for p in paths.notebooks_dir().glob("*.md") if p.stem.lower() != "readme")
+    toc = paths.repo_root() / "_toc.yml"
+    order = []
+    if toc.is_file():
+        text = toc.read_text()
+        order = [c for c in found if f"book/chapters/{c}\n" in text + "\n" or f"book/chapters/{c} " in text]
+        order.sort(key=lambda c: text.index(f"book/chapters/{c}"))
+    return order + [c for c in found if c not in order]
+
+
+def read_notebook(chapter: str):
+    import jupytext
+
+    path = chapter_path(chapter)
+    if not path.is_file():
+        known = ", ".join(list_chapters()) or "none"
+        raise RunnerError(f"unknown chapter {chapter!r}: {path} does not exist (chapters: {known})")
+    return jupytext.read(path)
+
+
+def parameters_cell(nb) -> int:
+    idx = [i for i, c in enumerate(nb.cells) if "parameters" in c.get("metadata", {}).get("tags", [])]
+    if len(idx) != 1:
+        raise RunnerError(f"notebook needs exactly one cell tagged 'parameters', found {len(idx)}")
+    return idx[0]
+
+
+def parse_parameters(source: str) -> dict[str, dict]:
+    """``NAME: type = literal  # comment`` lines -> ``{NAME: {"type", "default", "help"}}``."""
+    params = {}
+    lines = source.splitlines()
+    for node in ast.parse(source).body:
+        if not (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and node.value is not None):
+            raise RunnerError(f"parameters cell line {node.lineno}: expected `NAME: type = literal  # comment`")
+        type_name = ast.unparse(node.annotation)
+        try:
+            default = ast.literal_eval(node.value)
+        except ValueError:
+            raise RunnerError(f"parameter {node.target.id}: default must be a literal, "
+                              f"got `{ast.unparse(node.value)}`") from None
+        line = lines[node.lineno - 1]
+        params[node.target.id] = {"type": type_name, "default": default,
+                                  "help": line.split("#", 1)[1].strip() if "#" in line else ""}
+    return params
+
+
+def chapter_parameters(chapter: str, nb=None) -> dict[str, dict]:
+    nb = nb if nb is not None else read_notebook(chapter)
+    return parse_parameters(nb.cells[parameters_cell(nb)].source)
+
+
+def load_profile(chapter: str, profile: str) -> dict:
+    path = paths.notebooks_dir() / "params" / f"{chapter}.{paths.check_profile(profile)}.yaml"
+    if not path.is_file():
+        raise RunnerError(f"chapter {chapter!r} has no {profile} parameters: create {path}")
+    return yaml.safe_load(path.read_text()) or {}
+
+
+def check_values(chapter: str, spec: dict[str, dict], values: dict, origin: str) -> None:
+    for name, value in values.items():
+        if name not in spec:
+            raise RunnerError(f"{chapter}: unknown parameter {name!r} ({origin}); "
+                              f"known: {', '.join(sorted(spec))}")
+        expected = TYPES.get(spec[name]["type"])
+        bad_bool = isinstance(value, bool) and spec[name]["type"] in ("int", "float")
+        if expected and (not isinstance(value, expected) or bad_bool):
+            raise RunnerError(f"{chapter}: parameter {name} expects {spec[name]['type']} "
+                              f"(default {spec[name]['default']!r}), got {value!r} ({type(value).__name__}) "
+                              f"from {origin}")
+
+
+def parse_override(text: str):
+    """``-p NAME VALUE``: VALUE is read as YAML (``3`` -> int, ``true`` -> bool, ``[1, 2]`` -> list)."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def resolve_parameters(chapter: str, profile: str, overrides: dict | None = None,
+                       dry_run: bool = False, nb=None) -> dict:
+    spec = chapter_parameters(chapter, nb)
+    for required in ("PROFILE", "DRY_RUN", "SEED"):
+        if required not in spec:
+            raise RunnerError(f"{chapter}: the parameters cell must define {required}")
+    prof = load_profile(chapter, profile)
+    check_values(chapter, spec, prof, f"notebooks/params/{chapter}.{profile}.yaml")
+    overrides = dict(overrides or {})
+    check_values(chapter, spec, overrides, "command line")
+    return {**prof, **overrides, "PROFILE": profile, "DRY_RUN": bool(dry_run)}
+
+
+# -- execution -----------------------------------------------------------------------------------------
+@dataclass
+class Result:
+    chapter: str
+    status: str  # ok | dry-run | failed
+    seconds: float
+    notebook: Path | None = None
+    record: Path | None = None
+    headline: str = ""
+    error: str = ""
+    log: Path | None = None
+    extra: dict = field(default_factory=dict)
+
+
+def _truncate_for_dry_run(nb, chapter: str):
+    idx = [i for i, c in enumerate(nb.cells) if "dry-run" in c.get("metadata", {}).get("tags", [])]
+    if len(idx) != 1:
+        raise RunnerError(f"{chapter}: --dry-run needs exactly one cell tagged 'dry-run', found {len(idx)}")
+    nb.cells = nb.cells[: idx[0] + 1]
+    return nb
+
+
+def _child(spec_path: str) -> int:
+    """Runs in a child process: execute one notebook with papermill."""
+    import jupytext
+    import papermill as pm
+
+    spec = json.loads(Path(spec_path).read_text())
+    nb = jupytext.read(spec["source"])
+    if spec["dry_run"]:
+        nb = _truncate_for_dry_run(nb, spec["chapter"])
+    try:
+        pm.execute_notebook(nb, spec["output"], parameters=spec["parameters"], kernel_name="python3",
+                            cwd=spec["cwd"], progress_bar=False, log_output=False,
+                            execution_timeout=spec["cell_timeout"], report_mode=False)
+    except pm.PapermillExecutionError:
+        return 1
+    return 0
+
+
+def failure_summary(notebook: Path, log: Path | None = None, lines: int = 12) -> str:
+    """The failing cell and its error in a few lines, read from the kept notebook (else the log)."""
+    import nbformat
+
+    if notebook and notebook.is_file():
+        nb = nbformat.read(notebook, as_version=4)
+        for i, cell in enumerate(nb.cells):
+            errors = [o for o in cell.get("outputs", []) if o.get("output_type") == "error"]
+            if errors:
+                first = next((ln for ln in cell.source.splitlines() if ln.strip()), "")
+                err = errors[0]
+                count = cell.get("execution_count")
+                return (f"cell {i} (In [{count}]): {first[:100]}\n"
+                        f"    {err['ename']}: {str(err['evalue']).strip()[:600]}")
+    if log and log.is_file():
+        tail = log.read_text(errors="replace").strip().splitlines()[-lines:]
+        return "\n".join("    " + ln for ln in tail)
+    return "no notebook and no log were written"
+
+
+def run_chapter(chapter: str, profile: str = "mini", overrides: dict | None = None, *, dry_run: bool = False,
+                threads: int | None = None, cell_timeout: int = 900, env: dict | None = None,
+                quiet: bool = False) -> Result:
+    """Execute one chapter; never raises for a failing cell (the Result says ``failed``)."""
+    nb = read_notebook(chapter)
+    if dry_run:
+        _truncate_for_dry_run(nb, chapter)
+    params = resolve_parameters(chapter, profile, overrides, dry_run, nb)
+    child_env = {**os.environ, **(env or {})}
+    build = Path(child_env.get("DFBOOK_BUILD") or paths.build_dir())
+    suffix = ".dry-run" if dry_run else ""
+    out = build / "notebooks" / profile / f"{chapter}{suffix}.ipynb"
+    log = build / "logs" / profile / f"{chapter}{suffix}.log"
+    record = build / "results" / profile / f"{chapter}{suffix}.json"
+    for p in (out, log, record):
+        p.parent.mkdir(parents=True, exist_ok=True)
+    record.unlink(missing_ok=True)  # a failed run must not leave an earlier record looking current
+    run_id = uuid.uuid4().hex[:12]
+    child_env.update({"DFBOOK_RUN_ID": run_id, "DFBOOK_BUILD": str(build), "PYTHONHASHSEED": "0"})
+    child_env.setdefault("HF_HUB_OFFLINE", "1")
+    if threads:
+        child_env["DFBOOK_THREADS"] = str(threads)
+        child_env.setdefault("OMP_NUM_THREADS", str(threads))
+    spec = {"chapter": chapter, "source": str(chapter_path(chapter)), "output": str(out),
+            "parameters": params, "cwd": str(paths.notebooks_dir()), "dry_run": dry_run,
+            "cell_timeout": cell_timeout}
+    spec_file = log.with_suffix(".spec.json")
+    spec_file.write_text(json.dumps(spec))
+    if not quiet:
+        print(f"[{chapter}] {'dry run' if dry_run else 'running'} on {profile} ...", flush=True)
+    t0 = time.perf_counter()
+    with open(log, "w") as fh:
+        proc = subprocess.run([sys.executable, "-m", "dfbook.runner", spec_file], env=child_env,
+                              stdout=fh, stderr=subprocess.STDOUT, cwd=paths.repo_root())
+    seconds = time.perf_counter() - t0
+    spec_file.unlink(missing_ok=True)
+    if proc.returncode != 0:
+        return Result(chapter, "failed", seconds, out if out.is_file() else None, None, "",
+                      failure_summary(out, log), log)
+    if not record.is_file():
+        return Result(chapter, "failed", seconds, out, None, "", "the notebook finished but wrote no result "
+                      f"record {record} (is `run.save()` the last cell?)", log)
+    rec = json.loads(record.read_text())
+    if rec.get("run_id") != run_id:
+        return Result(chapter, "failed", seconds, out, record, "", f"record {record} is not from this run", log)
+    return Result(chapter, rec.get("status", "ok"), seconds, out, record, report.headline_of(rec), "", log)
+
+
+def run(chapters: Sequence[str] | None = None, profile: str = "mini", overrides: dict | None = None, *,
+        jobs: int = 1, dry_run: bool = False, cell_timeout: int = 900, env: dict | None = None) -> list[Result]:
+    """Run chapters (default: all), ``jobs`` at a time; print a summary table; return the results."""
+    paths.check_profile(profile)
+    chapters = list(chapters or list_chapters())
+    for ch in chapters:  # fail before starting anything when a name or parameter is wrong
+        nb = read_notebook(ch)
+        if dry_run:
+            _truncate_for_dry_run(nb, ch)
+        resolve_parameters(ch, profile, overrides, dry_run, nb)
+    jobs = max(1, min(jobs, len(chapters)))
+    threads = max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else None
+
+    def one(ch):
+        res = run_chapter(ch, profile, overrides, dry_run=dry_run, threads=threads, cell_timeout=cell_timeout,
+                          env=env)
+        mark = "FAILED" if res.status == "failed" else res.status
+        print(f"[{ch}] {mark} in {res.seconds:.1f} s", flush=True)
+        if res.status == "failed":
+            print(f"[{ch}] {res.error}\n[{ch}] executed notebook kept at {res.notebook}; log {res.log}", flush=True)
+        return res
+
+    if jobs == 1:
+        results = [one(ch) for ch in chapters]
+    else:
+        with ThreadPoolExecutor(jobs) as pool:
+            results = list(pool.map(one, chapters))
+    print(summary(results))
+    return results
+
+
+def summary(results: Sequence[Result]) -> str:
+    rows = [("chapter", "status", "wall (s)", "headline")]
+    rows += [(r.chapter, r.status, f"{r.seconds:.1f}", r.error.splitlines()[0][:70] if r.error else r.headline)
+             for r in results]
+    widths = [max(len(str(row[i])) for row in rows) for i in range(4)]
+    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
+    lines = [fmt.format(*row) for row in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":  # the child process of run_chapter
+    sys.exit(_child(sys.argv[1]))

@@ -1,0 +1,262 @@
+"""DeepFakeDefenders: the released-weights format, EMA bake-in, preprocessing as infer.py, prediction,
+face cropping, and the re-implemented training pieces. Tiny timm substitutes (``test_convnext``,
+``test_efficientnet``: the same ConvNeXt / EfficientNet classes and heads as the real experts) keep
+the file layout identical to the release while the tests stay fast."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from dfbook.methods import defenders as d
+
+# Same composition as the release (2 ConvNeXt + 5 EfficientNet experts), tiny widths.
+TINY = ("test_convnext",) * 2 + ("test_efficientnet",) * 5
+SIZE = 64
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _release_like(tmp_path, *, as_list=False, seed=0):
+    """Write weight.pth + ema.state exactly as network.py's MFF_MoE.save does, with shadows that
+    differ from the raw weights and non-trivial BatchNorm statistics. Returns (dir, raw state, shadows)."""
+    torch.manual_seed(seed)
+    experts = d.build(TINY).experts
+    for name, buf in experts.named_buffers():
+        if name.endswith("running_mean"):
+            buf.normal_(0, 0.1)
+        elif name.endswith("running_var"):
+            buf.uniform_(0.5, 1.5)
+    weights = experts.state_dict()
+    shadows = [[p.detach() + 0.05 * torch.randn_like(p) for p in e.parameters()] for e in experts]
+    states = [{"decay": 0.995, "num_updates": 1000 + i, "shadow_params": s, "collected_params": None}
+              for i, s in enumerate(shadows)]
+    torch.save(weights, tmp_path / "weight.pth")
+    torch.save(states if as_list else dict(enumerate(states)), tmp_path / "ema.state")
+    return tmp_path, weights, shadows
+
+
+def _reference(weights, shadows):
+    """The EMA model built independently: state_dict with each parameter entry replaced by its
+    shadow (matched by name order), loaded into fresh experts."""
+    model = d.build(TINY)
+    state = dict(weights)
+    for i, expert in enumerate(model.experts):
+        for (name, _), s in zip(expert.named_parameters(), shadows[i]):
+            state[f"{i}.{name}"] = s
+    model.experts.load_state_dict(state)
+    return model.eval()
+
+
+@pytest.mark.parametrize("as_list", [False, True])
+def test_load_released_bakes_ema(tmp_path, as_list):
+    wdir, weights, shadows = _release_like(tmp_path, as_list=as_list)
+    model = d.load_released(wdir, TINY)
+    assert not model.training
+    for i, expert in enumerate(model.experts):
+        for p, s in zip(expert.parameters(), shadows[i]):
+            assert torch.equal(p, s)
+    buffers = dict(model.experts.named_buffers())
+    assert all(torch.equal(buffers[k], weights[k]) for k in buffers)  # BN statistics from weight.pth
+    assert [info["num_updates"] for info in model.ema_info] == [1000 + i for i in range(7)]
+
+    x = torch.randn(2, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(1))
+    with torch.inference_mode():
+        ours = model(x)
+        ref = _reference(weights, shadows)(x)
+        raw = d.load_released(wdir, TINY, use_ema=False)(x)
+    torch.testing.assert_close(ours, ref, rtol=0, atol=0)
+    assert ours.shape == (2,) and ((ours >= 0) & (ours <= 1)).all()
+    assert (ours - raw).abs().max() > 1e-4  # the EMA weights really are used
+
+
+def test_forward_is_mean_of_expert_softmax(tmp_path):
+    model = d.build(TINY).eval()
+    x = torch.randn(3, 3, SIZE, SIZE)
+    with torch.inference_mode():
+        manual = torch.stack([F.softmax(e(x)[0], 1)[:, 1] for e in model.experts], 1).mean(1)
+        torch.testing.assert_close(model(x), manual)
+        logits, feat = model.experts[0](x)
+    assert logits.shape == (3, 2) and feat.ndim == 2 and feat.shape[0] == 3
+
+
+def test_save_released_round_trip(tmp_path):
+    model = d.build(TINY)
+    ema = d.build(TINY).experts  # stands in for the EMA copies of the experts
+    d.save_released(model, tmp_path, ema_models=list(ema), num_updates=[5] * 7)
+    loaded = d.load_released(tmp_path, TINY)
+    for a, b in zip(loaded.parameters(), ema.parameters()):
+        assert torch.equal(a, b)
+
+
+def test_missing_files_and_mismatches_are_clear(tmp_path):
+    with pytest.raises(FileNotFoundError, match="HighwayWu/DeepFakeDefenders"):
+        d.load_released(tmp_path / "nowhere", TINY)
+    wdir, weights, shadows = _release_like(tmp_path)
+    with pytest.raises(ValueError, match="keys do not match"):
+        d.load_released(wdir, ("test_efficientnet",) * 7)
+    states = torch.load(wdir / "ema.state", weights_only=True)
+    states[3]["shadow_params"] = states[3]["shadow_params"][:-1]
+    torch.save(states, wdir / "ema.state")
+    with pytest.raises(ValueError, match="expert 3 .*shadow tensors"):
+        d.load_released(wdir, TINY)
+    del states[3]
+    torch.save(states, wdir / "ema.state")
+    with pytest.raises(ValueError, match="no EMA state for expert 3"):
+        d.load_released(wdir, TINY)
+
+
+def test_preprocess_matches_infer_py():
+    from torchvision import transforms
+
+    rgb = np.random.default_rng(0).integers(0, 256, (90, 70, 3), dtype=np.uint8)
+    original = transforms.Compose([  # infer.py, verbatim
+        transforms.ToTensor(),
+        transforms.Normalize(mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225]),
+        transforms.Resize((512, 512), antialias=True),
+    ])(Image.fromarray(rgb))
+    ours = d.preprocess(rgb)
+    assert ours.shape == (3, 512, 512) and ours.dtype == torch.float32
+    torch.testing.assert_close(ours, original, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="uint8 RGB"):
+        d.preprocess(rgb.astype(np.float32))
+
+
+def test_centre_crop_box_square_inside_and_centred():
+    x0, y0, x1, y1 = d.centre_crop_box((40, 50, 20, 30), (200, 300, 3), scale=1.3)
+    assert x1 - x0 == y1 - y0 == 39
+    assert abs((x0 + x1) / 2 - 50) <= 1 and abs((y0 + y1) / 2 - 65) <= 1
+    x0, y0, x1, y1 = d.centre_crop_box((0, 0, 30, 30), (100, 60, 3), scale=3.0)  # too big, at the corner
+    assert (x0, y0) == (0, 0) and x1 - x0 == y1 - y0 == 60
+
+
+def _write_images(folder):
+    rng = np.random.default_rng(0)
+    folder.mkdir()
+    for i, (h, w) in enumerate([(40, 40), (64, 48), (30, 90)]):
+        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(folder / f"im{i}.png")
+    (folder / "notes.txt").write_text("not an image")
+    return folder
+
+
+def test_predict_folder(tmp_path):
+    folder = _write_images(tmp_path / "imgs")
+    model = d.build(TINY).eval()
+    table = d.predict(folder, model, size=SIZE, batch_size=2, progress=False)
+    assert [p.rsplit("/", 1)[-1] for p in table["path"]] == ["im0.png", "im1.png", "im2.png"]
+    experts = table[[f"p_{i}" for i in range(7)]].to_numpy()
+    np.testing.assert_allclose(table["score"], experts.mean(1), rtol=1e-6)
+    assert table["score"].between(0, 1).all()
+    single = d.predict(folder / "im1.png", model, size=SIZE, progress=False)
+    assert single["score"].iloc[0] == pytest.approx(table["score"].iloc[1], abs=1e-5)  # batching changes nothing
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="no images"):
+        d.predict(tmp_path / "empty", model)
+
+
+@pytest.mark.parametrize("detector", ["haar", "mtcnn"])
+def test_face_crop_finds_the_astronaut_and_flags_noise(tmp_path, detector):
+    from skimage import data
+
+    folder = tmp_path / "faces"
+    folder.mkdir()
+    Image.fromarray(data.astronaut()).save(folder / "a_astronaut.png")
+    Image.fromarray(np.full((128, 128, 3), 127, np.uint8)).save(folder / "b_grey.png")
+    box = d.face_detector(detector)(data.astronaut())
+    assert box is not None and 150 < box[0] + box[2] / 2 < 260 and 60 < box[1] + box[3] / 2 < 180
+    table = d.predict(folder, d.build(TINY[:1]).eval(), face_crop=detector, size=SIZE, progress=False)
+    assert table["face_found"].tolist() == [True, False]
+    assert table["score"].notna().all()  # the face-less image is scored whole, not dropped
+
+
+def test_main_prints_infer_py_lines(tmp_path, monkeypatch, capsys):
+    folder = _write_images(tmp_path / "imgs")
+    wdir, _, _ = _release_like(tmp_path)
+    monkeypatch.setattr(d, "load_released", lambda w, **kw: d.build(TINY).eval() if w == wdir else None)
+    out_csv = tmp_path / "out" / "scores.csv"
+    assert d.main([str(folder), "--weights", str(wdir), "--out", str(out_csv)]) == 0
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("Prediction of [")]
+    assert len(lines) == 3 and lines[0].endswith(tuple("0123456789"))
+    assert len(pd.read_csv(out_csv)) == 3
+    with pytest.raises(SystemExit):
+        d.main([str(folder)])  # --weights missing
+
+
+def test_dry_run_tiny():
+    table = d.dry_run(TINY[1:3], size=SIZE, batch_size=2)
+    assert table["logits_shape"].tolist() == [(2, 2), (2, 2)]
+    assert table["feat_shape"].iloc[1][0] == 2 and (table["params"] > 0).all()
+
+
+# -- training pieces [inferred] -------------------------------------------------------------------
+def test_cluster_splits_recovers_blobs_and_keeps_groups_whole():
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(3, 16)) * 5
+    truth = np.repeat(np.arange(3), 40)
+    feats = centres[truth] + rng.normal(size=(120, 16)) * 0.3
+    cluster, splits = d.cluster_splits(feats, 3, seed=0)
+    assert len(splits) == 3
+    assert pd.crosstab(truth, cluster).gt(0).sum(axis=1).eq(1).all()  # each blob in one cluster
+    for train, val in splits:
+        assert len(np.intersect1d(train, val)) == 0 and len(train) + len(val) == 120
+    again, _ = d.cluster_splits(feats, 3, seed=0)
+    np.testing.assert_array_equal(cluster, again)
+
+    groups = np.arange(120) // 4 + (np.arange(120) % 2) * 100  # groups mixing frames of different blobs
+    gcl, _ = d.cluster_splits(feats, 3, groups=groups, seed=0)
+    assert pd.Series(gcl).groupby(groups).nunique().eq(1).all()
+    with pytest.raises(ValueError, match="cannot make 200 clusters"):
+        d.cluster_splits(feats, 200)
+
+
+def _supcon_loop(z, y, t):
+    """Khosla et al. Eq. 2, written as loops."""
+    z = F.normalize(z, dim=1)
+    total, anchors = 0.0, 0
+    for i in range(len(z)):
+        others = [a for a in range(len(z)) if a != i]
+        pos = [p for p in others if y[p] == y[i]]
+        if not pos:
+            continue
+        denom = sum(math.exp(float(z[i] @ z[a]) / t) for a in others)
+        total += -sum(float(z[i] @ z[p]) / t - math.log(denom) for p in pos) / len(pos)
+        anchors += 1
+    return total / anchors
+
+
+def test_supcon_matches_definition_and_prefers_separated_classes():
+    g = torch.Generator().manual_seed(0)
+    z, y = torch.randn(10, 8, generator=g), torch.tensor([0, 1] * 4 + [0, 2])
+    assert float(d.supcon_loss(z, y, 0.5)) == pytest.approx(_supcon_loop(z, y, 0.5), rel=1e-5)
+    y2 = torch.tensor([0] * 5 + [1] * 5)
+    separated = torch.cat([torch.ones(5, 8), -torch.ones(5, 8)]) + 0.01 * torch.randn(10, 8, generator=g)
+    assert d.supcon_loss(separated, y2) < d.supcon_loss(torch.randn(10, 8, generator=g), y2)
+    assert float(d.supcon_loss(z[:3], torch.tensor([0, 1, 2]))) == 0.0  # no positives: no signal
+
+
+def test_noise_kl():
+    assert float(d.noise_kl_loss(torch.zeros(4, 2))) == pytest.approx(0.0, abs=1e-7)
+    p = torch.tensor([0.9, 0.1])
+    expected = float((p * (p / 0.5).log()).sum())
+    assert float(d.noise_kl_loss(p.log()[None])) == pytest.approx(expected, rel=1e-5)
+
+
+def test_expert_losses_backprop():
+    expert = d.build_expert("test_efficientnet")
+    x, y = torch.randn(4, 3, SIZE, SIZE), torch.tensor([0, 1, 0, 1])
+    losses = d.expert_losses(expert, x, y, noise_batch=2, generator=torch.Generator().manual_seed(0))
+    assert set(losses) == {"loss", "ce", "nce", "kl"} and torch.isfinite(losses["loss"])
+    losses["loss"].backward()
+    assert expert.baseline_extractor.get_classifier().weight.grad.abs().sum() > 0

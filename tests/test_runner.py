@@ -1,0 +1,79 @@
+"""End-to-end tests of the notebook runner on the fixture chapter (no torch training, ~10 s each)."""
+
+from __future__ import annotations
+
+import json
+
+import nbformat
+import pytest
+
+from dfbook import cli, runner
+
+pytestmark = pytest.mark.slow
+
+
+def test_success_writes_notebook_and_record(fixture_notebooks, build_dir):
+    res = runner.run_chapter("fixture", "mini", {"N": 300}, quiet=True)
+    assert res.status == "ok", res.error
+    rec = json.loads(res.record.read_text())
+    assert res.record == build_dir / "results" / "mini" / "fixture.json"
+    assert rec["params"]["N"] == 300 and rec["params"]["PROFILE"] == "mini"
+    assert 0.5 < rec["metrics"]["auc"]["value"] <= 1.0
+    assert rec["env"]["packages"]["torch"] and rec["run_id"]
+    nb = nbformat.read(res.notebook, as_version=4)
+    injected = [c for c in nb.cells if "injected-parameters" in c.metadata.get("tags", [])]
+    assert injected and "N = 300" in injected[0].source
+    assert res.headline.startswith("auc = ")
+
+
+def test_failing_cell_is_reported_and_no_record_left(fixture_notebooks, build_dir):
+    ok = runner.run_chapter("fixture", "mini", quiet=True)
+    assert ok.record.is_file()
+    res = runner.run_chapter("fixture", "mini", {"FAIL": True}, quiet=True)
+    assert res.status == "failed"
+    assert "ValueError: boom from the fixture notebook" in res.error
+    assert "if FAIL:" in res.error
+    assert res.notebook.is_file()  # kept for inspection
+    assert not (build_dir / "results" / "mini" / "fixture.json").exists()  # the earlier record is gone
+
+
+def test_bad_parameter_value_and_name(fixture_notebooks):
+    with pytest.raises(runner.RunnerError, match=r"parameter N expects int .*got 'abc'"):
+        runner.resolve_parameters("fixture", "mini", {"N": "abc"})
+    with pytest.raises(runner.RunnerError, match=r"unknown parameter 'NN'"):
+        runner.resolve_parameters("fixture", "mini", {"NN": 3})
+    with pytest.raises(runner.RunnerError, match=r"unknown chapter 'nope'"):
+        runner.read_notebook("nope")
+    assert cli.main(["run", "fixture", "-p", "N", "abc"]) == 2
+
+
+def test_profile_yaml_is_checked(fixture_notebooks):
+    (fixture_notebooks / "params" / "fixture.full.yaml").write_text("PROFILE: full\nN: many\n")
+    with pytest.raises(runner.RunnerError, match=r"fixture.full.yaml"):
+        runner.resolve_parameters("fixture", "full")
+
+
+def test_dry_run_records_models_and_stops(fixture_notebooks, build_dir):
+    res = runner.run_chapter("fixture", "full", dry_run=True, quiet=True)
+    assert res.status == "dry-run", res.error
+    rec = json.loads(res.record.read_text())
+    assert rec["models"]["linear"]["params_total"] == 18
+    assert rec["models"]["linear"]["output_shape"] == [2, 2]
+    assert "auc" not in rec["metrics"]  # stopped after the model check
+    assert not (build_dir / "results" / "full" / "fixture.json").exists()
+
+
+def test_cli_run_exit_codes_and_summary(fixture_notebooks, capsys):
+    assert cli.main(["run", "fixture", "-p", "FAIL", "true"]) == 1
+    out = capsys.readouterr().out
+    assert "FAILED" in out and "boom" in out and "chapter" in out.splitlines()[-3]
+    assert cli.main(["run", "--jobs", "2"]) == 0
+
+
+def test_parse_parameters_rejects_non_literals():
+    with pytest.raises(runner.RunnerError, match="literal"):
+        runner.parse_parameters("A: int = 1 + len([1])  # no\n")
+    with pytest.raises(runner.RunnerError, match="NAME: type = literal"):
+        runner.parse_parameters("A = 1\n")
+    spec = runner.parse_parameters("A: int = 3  # three\nB: list = [1, 2]\n")
+    assert spec["A"] == {"type": "int", "default": 3, "help": "three"}

@@ -1,0 +1,305 @@
+"""Tests of the UCF re-implementation (dfbook.methods.ucf) against DeepfakeBench's structure and recipe."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+
+from dfbook.methods import ucf
+
+
+def tiny_body() -> nn.Module:
+    # (N, 3, 32, 32) -> (N, 16, 4, 4): stride 8, a 4x4 grid so AdaIN has a spatial variance
+    return nn.Sequential(nn.Conv2d(3, 8, 3, 2, 1), nn.ReLU(), nn.Conv2d(8, 16, 3, 2, 1), nn.ReLU(),
+                         nn.Conv2d(16, 16, 3, 2, 1))
+
+
+def tiny_model(n_specific: int = 5) -> ucf.UCF:
+    torch.manual_seed(0)
+    return ucf.build(tiny_body, feat_dim=32, n_specific=n_specific, body_channels=16)
+
+
+def paired_batch(b: int = 4, size: int = 32, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    real = torch.rand(b, 3, size, size, generator=g) * 0.5 - 0.5          # darker reals
+    fake = torch.rand(b, 3, size, size, generator=g) * 0.5                 # brighter fakes
+    label_spe = torch.cat([torch.zeros(b), torch.arange(b) % 4 + 1]).long()
+    return torch.cat([real, fake]).clamp(-1, 1), label_spe
+
+
+def test_shapes_and_ranges():
+    model = tiny_model()
+    x, y_spe = paired_batch(b=3)
+    out = model.train().forward_train(x, generator=torch.Generator().manual_seed(1))
+    assert out["cls"].shape == (6, 2) and out["cls_spe"].shape == (6, 5)
+    assert out["feat"].shape == (6, 16) and out["feat_spe"].shape == (6, 16)
+    assert set(out["rec"]) == {"self_fake", "self_real", "cross_fake", "cross_real"}
+    for rec in out["rec"].values():
+        assert rec.shape == (3, 3, 32, 32)
+        assert rec.min() >= -1 and rec.max() <= 1                           # tanh output, like the input scale
+    model.eval()
+    assert model(x).shape == (6, 2)
+    score = model.score(x)
+    assert score.shape == (6,) and bool(((score >= 0) & (score <= 1)).all())
+    emb = model.embed(x)
+    assert emb["forgery"].shape == (6, 32) and emb["common"].shape == (6, 16) and emb["specific"].shape == (6, 16)
+    assert torch.allclose(emb["score"], score)
+
+
+def test_full_model_shapes_and_decoder_at_256():
+    torch.set_num_threads(1)
+    model = ucf.build_full().eval()
+    x = torch.randn(1, 3, 256, 256)
+    with torch.no_grad():
+        f = model.encoder_f.features(x)
+        assert f.shape == (1, 512, 8, 8)
+        rec = model.con_gan(torch.randn(1, 512, 8, 8), f, (256, 256))
+    assert rec.shape == (1, 3, 256, 256)
+
+
+def test_losses_finite_and_decrease_on_overfit_batch():
+    torch.set_num_threads(1)
+    model = tiny_model()
+    x, y_spe = paired_batch(b=4)
+    opt = ucf.optimizer(model, lr=2e-3)
+    g = torch.Generator().manual_seed(0)
+    history = []
+    for _ in range(60):
+        terms = ucf.losses(model.train().forward_train(x, generator=g), x, y_spe, generator=g)
+        assert all(torch.isfinite(v) for v in terms.values())
+        opt.zero_grad()
+        terms["overall"].backward()
+        opt.step()
+        history.append({k: float(v) for k, v in terms.items()})
+    first, last = history[:5], history[-5:]
+    for key in ("overall", "common", "specific", "reconstruction"):
+        before, after = np.mean([h[key] for h in first]), np.mean([h[key] for h in last])
+        assert after < 0.8 * before, (key, before, after)
+    # the weighted sum is exactly the published combination
+    h = history[-1]
+    expected = h["common"] + 0.1 * h["specific"] + 0.3 * h["reconstruction"] + 0.05 * h["contrastive"]
+    assert h["overall"] == pytest.approx(expected, rel=1e-5)
+    assert h["reconstruction"] == pytest.approx(sum(h[k] for k in h if k.startswith("rec_")), rel=1e-5)
+
+
+def test_same_seed_same_losses():
+    def run():
+        model = tiny_model()
+        x, y_spe = paired_batch()
+        torch.manual_seed(3)
+        g = torch.Generator().manual_seed(5)
+        return {k: float(v) for k, v in ucf.losses(model.train().forward_train(x, g), x, y_spe, generator=g).items()}
+
+    assert run() == run()
+
+
+def test_label_spe_must_match_pair_layout():
+    model = tiny_model()
+    x, y_spe = paired_batch(b=2)
+    out = model.train().forward_train(x)
+    with pytest.raises(ValueError, match="label_spe"):
+        ucf.losses(out, x, torch.tensor([0, 1, 1, 2]))                       # a "real" labelled as a method
+
+
+def test_shuffle_probability_and_halves():
+    g = torch.Generator().manual_seed(0)
+    z = torch.arange(8.0)[:, None]
+    n, applied = 4000, 0
+    for _ in range(n):
+        out, shuffled = ucf.shuffle_halves(z, 0.7, g)
+        applied += shuffled
+        assert sorted(out[:4, 0].tolist()) == [0, 1, 2, 3]                   # reals stay among reals
+        assert sorted(out[4:, 0].tolist()) == [4, 5, 6, 7]
+        if not shuffled:
+            assert torch.equal(out, z)
+    # binomial sd = sqrt(0.21 / 4000) = 0.007; +-0.03 is > 4 sd
+    assert abs(applied / n - 0.7) < 0.03
+    assert ucf.shuffle_halves(z, 0.0, g)[1] is False
+    with pytest.raises(ValueError, match="paired batch"):
+        ucf.shuffle_halves(torch.zeros(5, 1))
+
+
+def test_contrastive_zero_when_separated_and_positive_when_mixed():
+    d = 8
+    real, fake = torch.zeros(4, d), torch.zeros(4, d)
+    fake[:, 0] = 10.0                                                        # distance 10 > margin 3
+    common = torch.cat([real, fake])
+    label_spe = torch.tensor([0, 0, 0, 0, 1, 2, 1, 2])
+    assert float(ucf.contrastive_loss(common, common.clone(), label_spe)) == pytest.approx(0.0, abs=1e-4)
+    mixed = torch.randn(8, d, generator=torch.Generator().manual_seed(0)) * 0.01
+    # everything at one point: each of the four triplet terms is about the margin
+    assert float(ucf.contrastive_loss(mixed, mixed, label_spe)) == pytest.approx(4 * 3.0, abs=0.2)
+
+
+def test_permute_within_keeps_labels():
+    labels = torch.tensor([0, 0, 0, 1, 1, 2, 3, 3])
+    idx = ucf.permute_within(labels, torch.Generator().manual_seed(0))
+    assert torch.equal(labels[idx], labels)
+    assert sorted(idx.tolist()) == list(range(8))
+
+
+def test_adain_transfers_condition_statistics():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 3, 5, 5, generator=g) * 4 + 1
+    y = torch.randn(2, 3, 5, 5, generator=g) * 0.5 - 2
+    out = ucf.AdaIN()(x, y)
+    assert torch.allclose(out.mean((2, 3)), y.mean((2, 3)), atol=1e-4)
+    assert torch.allclose(out.flatten(2).std(-1), y.flatten(2).std(-1), atol=1e-3)
+
+
+# DeepfakeBench key names and shapes (networks/xception.py, detectors/ucf_detector.py @8a4a7bf)
+DFB_KEYS = {
+    "encoder_f.conv1.weight": (32, 3, 3, 3),
+    "encoder_f.block1.rep.0.conv1.weight": (64, 1, 3, 3),                  # block1 starts without ReLU
+    "encoder_f.block1.rep.0.pointwise.weight": (128, 64, 1, 1),
+    "encoder_f.block1.skip.weight": (128, 64, 1, 1),
+    "encoder_f.block4.rep.7.pointwise.weight": (728, 728, 1, 1),
+    "encoder_f.block12.rep.4.pointwise.weight": (1024, 728, 1, 1),          # grow_first=False: widen last
+    "encoder_f.conv3.pointwise.weight": (1536, 1024, 1, 1),
+    "encoder_f.conv4.pointwise.weight": (2048, 1536, 1, 1),
+    "encoder_f.bn4.running_var": (2048,),
+    "encoder_f.last_linear.weight": (2, 2048),
+    "encoder_f.adjust_channel.0.weight": (512, 2048, 1, 1),
+    "encoder_f.adjust_channel.1.num_batches_tracked": (),
+    "encoder_c.adjust_channel.1.running_mean": (512,),
+    "con_gan.dconv_up3.0.weight": (256, 512, 3, 3),
+    "con_gan.dconv_up3.2.weight": (256, 256, 3, 3),
+    "con_gan.dconv_up1.2.weight": (64, 64, 3, 3),
+    "con_gan.conv_last.weight": (3, 64, 1, 1),
+    "head_spe.mlp.2.weight": (5, 512),
+    "head_sha.mlp.0.weight": (512, 256),
+    "head_sha.mlp.2.bias": (2,),
+    "block_spe.conv2d.0.weight": (256, 512, 1, 1),
+    "block_sha.conv2d.4.weight": (256, 256, 1, 1),
+}
+
+
+def test_full_model_has_deepfakebench_key_layout():
+    state = ucf.build_full().state_dict()
+    for key, shape in DFB_KEYS.items():
+        assert key in state, key
+        assert tuple(state[key].shape) == shape, key
+    tops = {k.split(".")[0] for k in state}
+    assert tops == {"encoder_f", "encoder_c", "con_gan", "head_spe", "head_sha", "block_spe", "block_sha"}
+    # 46.84 M parameters; the state dict is 187.8 MB, the size a third-party mirror lists for ucf_best.pth (188 MB)
+    nbytes = sum(v.numel() * v.element_size() for v in state.values())
+    assert 187e6 < nbytes < 189e6
+    counts = ucf.param_counts(ucf.build_full())
+    assert counts["total"] == sum(counts[k] for k in ("encoder_f", "encoder_c", "con_gan", "block_spe",
+                                                      "block_sha", "head_spe", "head_sha"))
+
+
+@pytest.mark.slow
+def test_full_checkpoint_loads_strict(tmp_path):
+    torch.set_num_threads(1)
+    src = ucf.build_full()
+    # a DDP-saved checkpoint (keys prefixed 'module.') of the same structure
+    torch.save({f"module.{k}": v for k, v in src.state_dict().items()}, tmp_path / "ucf_best.pth")
+    dst = ucf.load_deepfakebench(ucf.build_full(), tmp_path / "ucf_best.pth")
+    for (k, a), b in zip(src.state_dict().items(), dst.state_dict().values()):
+        assert torch.equal(a, b), k
+
+
+def test_checkpoint_roundtrip_and_errors(tmp_path):
+    src = tiny_model()
+    with torch.no_grad():
+        for p in src.parameters():
+            p.add_(0.1)
+    torch.save({"state_dict": src.state_dict()}, tmp_path / "mini.pth")
+    dst = ucf.load_deepfakebench(tiny_model(), tmp_path / "mini.pth")
+    x, _ = paired_batch()
+    assert torch.equal(src.eval()(x), dst.eval()(x))
+    with pytest.raises(ValueError, match="missing"):
+        ucf.load_deepfakebench(tiny_model(n_specific=3), tmp_path / "mini.pth")   # head_spe shape differs too
+    state = src.state_dict()
+    state.pop("head_sha.mlp.2.bias")
+    torch.save(state, tmp_path / "partial.pth")
+    with pytest.raises(ValueError, match="1 missing"):
+        ucf.load_deepfakebench(tiny_model(), tmp_path / "partial.pth")
+    with pytest.raises(FileNotFoundError, match="ucf_best.pth"):
+        ucf.load_deepfakebench(tiny_model(), tmp_path / "absent.pth")
+
+
+def test_imagenet_xception_loading_cadene_layout(tmp_path):
+    torch.set_num_threads(1)
+    ref = ucf.XceptionEncoder()
+    # Cadene's xception-b5690688.pth: 2-D pointwise weights, an ImageNet `fc`, no adjust_channel/last_linear
+    cadene = {k: (v[:, :, 0, 0] if "pointwise" in k else v) for k, v in ref.state_dict().items()
+              if not k.startswith(("adjust_channel", "last_linear")) and not k.endswith("num_batches_tracked")}
+    cadene["fc.weight"], cadene["fc.bias"] = torch.zeros(1000, 2048), torch.zeros(1000)
+    torch.save(cadene, tmp_path / "xception-b5690688.pth")
+    enc = ucf.load_imagenet_xception(ucf.XceptionEncoder(), tmp_path / "xception-b5690688.pth")
+    assert torch.equal(enc.conv4.pointwise.weight, ref.conv4.pointwise.weight)
+    assert torch.equal(enc.block7.rep[1].conv1.weight, ref.block7.rep[1].conv1.weight)
+    bad = dict(cadene)
+    bad.pop("conv1.weight")
+    torch.save(bad, tmp_path / "bad.pth")
+    with pytest.raises(ValueError, match="conv1.weight"):
+        ucf.load_imagenet_xception(ucf.XceptionEncoder(), tmp_path / "bad.pth")
+    with pytest.raises(FileNotFoundError, match="xception-b5690688"):
+        ucf.load_imagenet_xception(ucf.XceptionEncoder(), tmp_path / "nope.pth")
+
+
+def test_gradcam_layer_and_cam():
+    from pytorch_grad_cam import GradCAM
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    full = ucf.build_full()
+    assert ucf.gradcam_layer(full) is full.encoder_f.conv4                  # the seed's grad.py target
+    model = tiny_model().eval()
+    layer = ucf.gradcam_layer(model)
+    assert layer is model.encoder_f.body[4]                                  # last conv of the mini body
+    x, _ = paired_batch(b=2)
+    with GradCAM(model=model, target_layers=[layer]) as cam:
+        maps = cam(input_tensor=x, targets=[ClassifierOutputTarget(1)] * len(x))
+    assert maps.shape == (4, 32, 32) and np.isfinite(maps).all()
+
+
+def test_noise_float_clips_but_seed_version_wraps():
+    rng = np.random.default_rng(0)
+    bright = np.full((64, 64, 3), 250, np.uint8)
+    clipped = ucf.gaussian_noise(bright, 15, rng)
+    wrapped = ucf.gaussian_noise(bright, 15, np.random.default_rng(0), wrap=True)
+    assert clipped.min() > 150 and clipped.max() == 255                     # saturates at white, never wraps
+    assert (wrapped < 100).mean() > 0.3                                     # bright pixels became near-black
+    grey = np.full((64, 64, 3), 128, np.uint8)
+    d_float = ucf.gaussian_noise(grey, 15, np.random.default_rng(1)).astype(float) - 128
+    d_wrap = ucf.gaussian_noise(grey, 15, np.random.default_rng(1), wrap=True).astype(float) - 128
+    assert abs(d_float.std() - 15) < 1.0                                    # sigma-sized noise
+    assert (np.abs(d_wrap) > 100).mean() > 0.4                             # ~half the pixels jump by ~128-255
+    # the wrap matches numpy's uint8 arithmetic of the seed: (img + noise.astype(uint8)) mod 256
+    noise = np.random.default_rng(1).normal(0, 15, grey.shape)
+    seed_style = (grey + np.mod(np.trunc(noise).astype(np.int64), 256).astype(np.uint8)).astype(np.uint8)
+    assert np.array_equal(ucf.gaussian_noise(grey, 15, np.random.default_rng(1), wrap=True), seed_style)
+    with pytest.raises(ValueError, match="uint8"):
+        ucf.gaussian_noise(grey.astype(float), 15, rng)
+
+
+def test_augment_deterministic_and_pure():
+    img = (np.random.default_rng(0).random((64, 64, 3)) * 255).astype(np.uint8)
+    before = img.copy()
+    outs = [ucf.augment(img, np.random.default_rng(s), resolution=64) for s in range(8)]
+    assert np.array_equal(img, before)
+    assert all(o.shape == (64, 64, 3) and o.dtype == np.uint8 for o in outs)
+    assert np.array_equal(outs[0], ucf.augment(img, np.random.default_rng(0), resolution=64))
+    assert len({o.tobytes() for o in outs}) > 4                             # different draws, different images
+    # isotropic resize to the working resolution (longest side), as DeepfakeBench's IsotropicResize
+    assert ucf.augment(np.zeros((32, 32, 3), np.uint8), np.random.default_rng(0), resolution=64).shape == (64, 64, 3)
+    with pytest.raises(ValueError, match="uint8 RGB"):
+        ucf.augment(img[..., 0], np.random.default_rng(0))
+
+
+def test_to_tensor_range():
+    t = ucf.to_tensor(np.array([[[0, 255, 128]]], np.uint8))
+    assert t.shape == (1, 3, 1, 1)
+    assert t.flatten().tolist() == pytest.approx([-1.0, 1.0, 128 / 127.5 - 1])
+
+
+def test_pair_epoch():
+    reals, fakes = ucf.pair_epoch(3, 10, np.random.default_rng(0))
+    assert sorted(fakes.tolist()) == list(range(10))                        # every fake once
+    assert reals.shape == (10,) and reals.min() >= 0 and reals.max() < 3
+    with pytest.raises(ValueError, match="at least one real"):
+        ucf.pair_epoch(0, 10, np.random.default_rng(0))
