@@ -241,15 +241,38 @@ def _fetch_hint_timm(arch_tag: str, expected: Path) -> str:
     return "\n".join(lines)
 
 
-def _timm_hub_available(arch_tag: str) -> bool:
-    """timm weights hosted on a URL (not the HF hub) go through torch.hub's cache; look there first so
-    that an absent file never triggers a download attempt."""
-    import timm
+def _cached(arch_tag: str, lib: str) -> str | None:
+    """Why the pretrained weights of ``arch_tag`` are NOT in a local cache, or None when they are. Checked
+    before building the model, so a miss costs milliseconds, not the build of a 300M-parameter network,
+    and a URL-hosted checkpoint never triggers a download attempt."""
+    from huggingface_hub import try_to_load_from_cache
 
-    cfg = timm.models.get_pretrained_cfg(arch_tag)
-    if cfg is None or cfg.hf_hub_id or not cfg.url:
-        return True  # the HF hub path: offline mode makes a miss fail in ~0.1 s
-    return (Path(torch.hub.get_dir()) / "checkpoints" / Path(cfg.url).name).is_file()
+    if lib == "timm":
+        import timm
+
+        cfg = timm.models.get_pretrained_cfg(arch_tag)
+        if cfg is None:
+            return None  # let timm raise its own "unknown model" error
+        hub, files, url = cfg.hf_hub_id, [cfg.hf_hub_filename or "model.safetensors", "pytorch_model.bin"], cfg.url
+        url_cache = Path(torch.hub.get_dir()) / "checkpoints"
+    else:
+        import open_clip
+
+        arch, tag = arch_tag.split(".", 1)
+        cfg = open_clip.get_pretrained_cfg(arch, tag)
+        hub, url = cfg.get("hf_hub", "").rstrip("/"), cfg.get("url", "")
+        hub, fname = (os.path.split(hub) if hub.count("/") > 1 else (hub, ""))
+        files = [fname] if fname else ["open_clip_model.safetensors", "open_clip_pytorch_model.bin"]
+        url_cache = Path("~/.cache/clip").expanduser()  # open_clip.pretrained.download_pretrained_from_url
+    if hub:
+        if any(isinstance(try_to_load_from_cache(hub, f), str) for f in files):
+            return None
+        return f"{hub}/{files[0]} is not in the Hugging Face cache"
+    if url:
+        if (url_cache / Path(url).name).is_file():
+            return None
+        return f"{url} is not in the download cache {url_cache}"
+    return None
 
 
 def _create_timm(arch_tag: str, pretrained: bool, weights: Path | None, num_classes: int, kw: dict):
@@ -261,8 +284,6 @@ def _create_timm(arch_tag: str, pretrained: bool, weights: Path | None, num_clas
         overlay = {**kw.pop("pretrained_cfg_overlay", {}), "file": str(weights)}
         return timm.create_model(arch_tag, pretrained=True, pretrained_cfg_overlay=overlay,
                                  num_classes=num_classes, **kw)
-    if not _timm_hub_available(arch_tag):
-        raise FileNotFoundError(f"{arch_tag} is hosted at a URL and is not in the torch.hub cache {torch.hub.get_dir()}")
     return timm.create_model(arch_tag, pretrained=True, num_classes=num_classes, **kw)
 
 
@@ -345,6 +366,8 @@ def create(name: str, *, pretrained: bool = True, weights: str | Path | None = N
     wid = (f"random-init:{init_seed}" if not pretrained
            else file_identity(weights) if weights is not None else f"hub:{arch}.{tag}" if tag else f"hub:{arch}")
     try:
+        if pretrained and weights is None and (why := _cached(f"{arch}.{tag}" if tag else arch, lib)):
+            raise FileNotFoundError(why)
         with _seeded(init_seed):
             if lib == "timm":
                 model = _create_timm(f"{arch}.{tag}" if tag else arch, pretrained, weights, num_classes, dict(kw))

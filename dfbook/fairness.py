@@ -32,8 +32,15 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
-from dfbook import metrics
+from dfbook import manifest, metrics
 
+def _error_rate(y, s, threshold: float) -> float:
+    return 1 - metrics.balanced_accuracy(y, s, threshold)
+
+
+#: per-group metric -> function (y, s, threshold); AUC ignores the threshold.
+GROUP_METRICS = {"auc": lambda y, s, t: metrics.auc(y, s), "accuracy": metrics.accuracy, "fpr": metrics.fpr,
+                 "tpr": metrics.tpr, "pred_fake_rate": metrics.predicted_fake_rate, "error_rate": _error_rate}
 GAPS = {"auc_gap": "auc", "f_fpr": "fpr", "f_oae": "accuracy", "f_dp": "pred_fake_rate", "f_eop": "tpr",
         "er_gap": "error_rate"}
 SEP = " × "
@@ -63,8 +70,8 @@ def group_table(y, s, groups, *, threshold: float = 0.5, warn: bool = True) -> p
         warn: emit the one-class warning (the bootstrap silences it).
 
     Returns:
-        Columns ``group, n, n_real, n_fake, single_class, auc, accuracy, fpr, tpr, fnr, tnr,
-        pred_fake_rate, error_rate``; metrics undefined for a group (e.g. FPR without reals) are NaN.
+        Columns ``group, n, n_real, n_fake, single_class, auc, accuracy, fpr, tpr, pred_fake_rate,
+        error_rate, fnr, tnr``; metrics undefined for a group (e.g. FPR without reals) are NaN.
     """
     y, s = metrics.check_binary(y, s, need_both=False)
     g = group_labels(groups)
@@ -76,14 +83,12 @@ def group_table(y, s, groups, *, threshold: float = 0.5, warn: bool = True) -> p
         yg, sg = y[m], s[m]
         n_fake = int(yg.sum())
         single = n_fake in (0, len(yg))
-        fpr_g, tpr_g = metrics.fpr(yg, sg, threshold), metrics.tpr(yg, sg, threshold)
-        rows.append({"group": name, "n": int(m.sum()), "n_real": int(len(yg) - n_fake), "n_fake": n_fake,
-                     "single_class": single,
-                     "auc": float("nan") if single else metrics.auc(yg, sg),
-                     "accuracy": metrics.accuracy(yg, sg, threshold), "fpr": fpr_g, "tpr": tpr_g,
-                     "fnr": 1 - tpr_g, "tnr": 1 - fpr_g,
-                     "pred_fake_rate": metrics.predicted_fake_rate(yg, sg, threshold),
-                     "error_rate": 1 - (tpr_g + 1 - fpr_g) / 2})
+        row = {"group": name, "n": int(m.sum()), "n_real": int(len(yg) - n_fake), "n_fake": n_fake,
+               "single_class": single}
+        for metric, fn in GROUP_METRICS.items():
+            row[metric] = float("nan") if single and metric == "auc" else fn(yg, sg, threshold)
+        row["fnr"], row["tnr"] = 1 - row["tpr"], 1 - row["fpr"]
+        rows.append(row)
     table = pd.DataFrame(rows)
     flagged = table[table["single_class"]]
     if warn and len(flagged):
@@ -118,8 +123,11 @@ def audit(y, s, attributes: pd.DataFrame, *, columns: Sequence[str] | None = Non
     """Group tables and gaps for several attributes and intersections at once.
 
     ``audit(y, s, df, columns=["gender", "skin_group"], intersections=[("gender", "skin_group")])``
-    analyses gender, skin group and gender × skin group. ``attributes`` is row-aligned with ``y``."""
-    columns = list(columns) if columns is not None else list(attributes.columns)
+    analyses gender, skin group and gender × skin group. ``attributes`` (e.g. the test manifest) is
+    row-aligned with ``y``; ``columns`` defaults to the manifest's demographic columns it has."""
+    if columns is None:
+        columns = [c for c in manifest.DEMOGRAPHICS if c in attributes.columns]
+    columns = list(columns)
     specs = [(c, [c]) for c in columns] + [(SEP.join(cols), list(cols)) for cols in intersections]
     missing = sorted({c for _, cols in specs for c in cols} - set(attributes.columns))
     if missing:
@@ -144,15 +152,22 @@ def group_ci(y, s, groups, *, metric: str = "fpr", threshold: float = 0.5, keys=
 
     Resamples videos when ``keys`` are given. Returns ``group, value, lo, hi, n, n_real, n_fake,
     single_class, n_failed``."""
+    if metric not in GROUP_METRICS:
+        raise ValueError(f"unknown metric {metric!r}; use one of {list(GROUP_METRICS)}")
+    fn = GROUP_METRICS[metric]
     g = group_labels(groups).to_numpy()
+    table = group_table(y, s, g, threshold=threshold)
 
     def per_group(yb, sb, gb):
-        t = group_table(yb, sb, gb, threshold=threshold, warn=False)
-        return dict(zip(t["group"], t[metric]))
+        out = {}
+        for name in table["group"]:
+            m = gb == name
+            try:
+                out[name] = fn(yb[m], sb[m], threshold) if m.any() else float("nan")
+            except ValueError:  # the resample left this group with one class: counted in n_failed
+                out[name] = float("nan")
+        return out
 
-    table = group_table(y, s, g, threshold=threshold)
-    if metric not in table.columns or metric in ("group", "n", "n_real", "n_fake", "single_class"):
-        raise ValueError(f"unknown metric {metric!r}; use one of auc, accuracy, fpr, tpr, pred_fake_rate, error_rate")
     ci = metrics.bootstrap(per_group, y, s, g, keys=keys, n_boot=n_boot, level=level, seed=seed)
     ci = ci.reset_index().rename(columns={"metric": "group"})
     out = table[["group", "n", "n_real", "n_fake", "single_class"]].merge(

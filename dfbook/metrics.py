@@ -115,7 +115,7 @@ def tpr_at_fpr(y, s, fpr: float = 1e-3) -> float:
     if not 0 <= fpr <= 1:
         raise ValueError(f"fpr must be in [0, 1], got {fpr}")
     f, t, _ = roc(y, s)
-    return float(t[f <= fpr + 1e-12].max())
+    return float(t[f <= fpr + 1e-12].max())  # tolerance: k / n_real is not exact in floating point
 
 
 # ------------------------------------------------------------------------------------------------
@@ -184,13 +184,13 @@ def f1(y, s, threshold: float = 0.5) -> float:
 def oracle_threshold(y, s) -> float:
     """The threshold that maximises accuracy **on the evaluated data itself** (optimistic by
     construction; UnivFD's ``validate.py`` reports such "oracle" accuracies). Ties: the lowest
-    such threshold among the ROC's distinct thresholds."""
+    such threshold among the ROC's distinct thresholds; ``inf`` when calling everything real wins."""
     y, s = check_binary(y, s)
     f, t, thr = skm.roc_curve(y, s, drop_intermediate=False)
     n_pos, n_neg = y.sum(), len(y) - y.sum()
     acc = (t * n_pos + (1 - f) * n_neg) / len(y)
     k = int(np.flatnonzero(acc == acc.max())[-1])
-    return float(min(thr[k], np.finfo(np.float64).max))  # thr[0] is +inf: "everything real"
+    return float(thr[k])
 
 
 def oracle_accuracy(y, s) -> float:
@@ -257,9 +257,10 @@ def video_scores(scores, keys, labels=None, *, agg: str = "mean", threshold: flo
         raise ValueError(f"agg must be 'mean' or 'majority', got {agg!r}")
     frame = pd.DataFrame({"key": k, "score": s if agg == "mean" else (s >= threshold).astype(float)})
     if labels is not None:
-        frame["label"] = np.asarray(labels)
-        if len(frame["label"]) != len(s):
-            raise ValueError("labels and scores differ in length")
+        labels = np.asarray(labels)
+        if len(labels) != len(s):
+            raise ValueError(f"labels ({len(labels)}) and scores ({len(s)}) differ in length")
+        frame["label"] = labels
     g = frame.groupby("key", sort=False)
     out = g["score"].agg(["mean", "size"]).rename(columns={"mean": "score", "size": "frames"})
     if labels is not None:
@@ -459,7 +460,9 @@ def bootstrap(fn: Callable[..., float | Mapping[str, float]], y, s, *extra, keys
             raise ValueError(f"{int((mixed > 1).sum())} video key(s) hold both labels; keys must identify videos")
 
     def as_dict(v) -> dict[str, float]:
-        return {k: float(x) for k, x in v.items()} if isinstance(v, Mapping) else {getattr(fn, "__name__", "metric"): float(v)}
+        if isinstance(v, Mapping):
+            return {k: float(x) for k, x in v.items()}
+        return {getattr(fn, "__name__", "metric"): float(v)}
 
     point = as_dict(fn(y, s, *extra))
     names = list(point)

@@ -307,8 +307,15 @@ def headline_of(record: dict) -> str:
 
 def status_table(profile: str = "mini") -> pd.DataFrame:
     """The book's run-status page: chapter, profile, when, wall time, versions, device, commit."""
+    from dfbook import check
+
     rows = []
     for chapter, rec in load_all(profile).items():
+        try:
+            checks = check.check_record(chapter, rec, check.load_expected(chapter), profile)
+            checked = f"{int(checks['ok'].sum())}/{len(checks)} hold"
+        except FileNotFoundError:
+            checked = "no expected-results file"
         env = rec.get("env", {})
         pk = env.get("packages", {})
         git = rec.get("git", {})
@@ -318,6 +325,7 @@ def status_table(profile: str = "mini") -> pd.DataFrame:
             "finished (UTC)": rec.get("finished"),
             "wall time (s)": rec.get("runtime_s"),
             "headline": headline_of(rec),
+            "expected results": checked,
             "device": env.get("device"),
             "threads": env.get("threads"),
             "python": env.get("python"),
@@ -326,7 +334,7 @@ def status_table(profile: str = "mini") -> pd.DataFrame:
             "open_clip": pk.get("open_clip_torch"),
             "commit": (git.get("commit") or "")[:10] + (" (dirty)" if git.get("dirty") else ""),
         })
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows).set_index("chapter") if rows else pd.DataFrame(rows)
 
 
 def metric_value(record: dict, key: str) -> float | None:

@@ -17,6 +17,15 @@ Contracts
 - Multi-GPU: launch the script with ``torchrun`` and call ``torch.distributed.init_process_group`` first; ``fit``
   then wraps the model in DDP and shards the data. We use plain DDP rather than Accelerate because ``prepare()``
   replaces the sampler, which would hide the (seed, epoch) data-order contract.
+
+Example (UnivFD's linear probe on cached CLIP features)::
+
+    probe = nn.Linear(768, 1)
+    cfg = train.TrainConfig(epochs=100, batch_size=256, lr=1e-4, monitor="val_acc", patience=5, min_delta=1e-3,
+                            lr_drops=2, restore_best=True, seed=SEED)
+    history = train.fit(probe, (X_train, y_train), val=(X_val, y_val), config=cfg,
+                        ckpt_dir=paths.cache_dir("runs", "univfd_probe"))
+    scores = train.predict(probe, X_test)          # (N,) P(fake)
 """
 
 from __future__ import annotations
@@ -54,11 +63,13 @@ class TrainConfig:
     Early stopping (needs validation data): after ``patience`` validations without an improvement of at least
     ``min_delta`` on ``monitor`` (``val_<metric>`` maximised, ``*loss`` minimised) the lr is multiplied by
     ``drop_factor`` if fewer than ``lr_drops`` drops happened, else training stops. After a drop the patience
-    reference restarts, as in CNNDetection's ``train.py`` (a new ``EarlyStopping`` per lr).
+    reference restarts, as in CNNDetection's ``train.py`` (a new ``EarlyStopping`` per lr; CNNDetection@1f9a3263
+    ``earlystop.py``: improvement iff ``score >= best + 0.001``).
     UnivFD's recipe (methods_univfd_hierarchical.md §A4: AdamW lr 1e-4, wd 0, patience 5 on val accuracy, delta
-    0.001, stop when lr < 1e-6) is ``TrainConfig(lr=1e-4, monitor="val_acc", patience=5, min_delta=1e-3,
-    lr_drops=2)``: 1e-4 -> 1e-5 -> 1e-6, and the third trigger (1e-7 < 1e-6) stops. Upstream raises delta to 0.002
-    after the first drop; we keep one ``min_delta``.
+    0.001, ``adjust_learning_rate`` divides by 10 and stops once lr < 1e-6) is ``TrainConfig(lr=1e-4,
+    monitor="val_acc", patience=5, min_delta=1e-3, lr_drops=2)``: 1e-4 -> 1e-5 -> 1e-6, and the third trigger
+    (1e-7 < 1e-6) stops, i.e. the "three drops" of the write-up. Upstream then uses delta 0.002 after a drop; we keep
+    one ``min_delta``.
     ``restore_best`` loads the best validated weights at the end.
 
     ``ema_decay`` keeps an EMA of the weights with torch-ema's warm-up ``min(decay, (1+n)/(10+n))`` at optimiser
@@ -114,6 +125,8 @@ class TrainConfig:
                 "TrainConfig: lr_drops (plateau lr drops) needs scheduler='constant'; a cosine/step schedule "
                 "would overwrite the dropped lr. Use one or the other."
             )
+        if self.lr_drops and self.patience is None:
+            raise ValueError("TrainConfig: lr_drops needs patience (drops happen when patience runs out)")
         if self.ema_decay is not None and not 0.0 < self.ema_decay < 1.0:
             raise ValueError(f"TrainConfig.ema_decay must be in (0, 1), got {self.ema_decay}")
 
@@ -416,7 +429,11 @@ def _atomic_save(obj, path: Path) -> None:
 
 
 def _load_checkpoint(path: Path, cfg: TrainConfig, world: int) -> dict:
-    ck = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        ck = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise ValueError(f"cannot read checkpoint {path} ({err}); delete it to start afresh, or pass "
+                         "resume=False") from err
     saved = ck["config"]
     diff = {k: (saved.get(k), v) for k, v in dataclasses.asdict(cfg).items() if saved.get(k) != v}
     if diff or ck["world"] != world:
@@ -467,168 +484,202 @@ def fit(
             ``val_<name>`` for each entry of ``metrics(labels, scores)``, scores from ``score_fn``.
         param_groups: ``model -> list of param-group dicts`` for per-group lr; default all trainable parameters.
         ckpt_dir: if set, ``<ckpt_dir>/last.pt`` is written atomically every ``config.ckpt_every`` epochs and at the
-            end; with ``resume`` an existing one is loaded first (a finished run returns at once).
+            end; with ``resume`` an existing one is loaded first (a finished run returns at once). Under
+            torch.distributed every rank must see the same folder.
         log_dir: TensorBoard folder (scalars per optimiser step and per epoch, on the optimiser-step axis).
         callbacks: ``fn(event, info)`` with event ``"step"`` (after each optimiser step; info has epoch, step,
             batch, losses) or ``"epoch"`` (after the epoch's checkpoint; info is the history row).
         device: default cuda if available (``cuda:$LOCAL_RANK`` under torchrun), else cpu.
 
     Returns:
-        DataFrame with columns ``epoch, train_<loss names>, val_<...>, lr`` (lr in force during the epoch, first
-        param group), ``seconds``; ``best`` marks the epoch with the best ``config.monitor`` when validating.
-        Train losses are means over the epoch's batches (and over processes).
+        DataFrame with columns ``epoch, lr`` (in force at the epoch's start, first param group),
+        ``train_<loss names>`` (means over the epoch's batches and processes), ``val_<...>``, ``seconds``, and
+        ``best`` (the epoch with the best ``config.monitor``) when validating.
     """
-    cfg = config
-    rank, world = _dist()
-    if val is None and (cfg.patience is not None or cfg.restore_best):
-        raise ValueError("TrainConfig.patience / restore_best need validation data: pass val=")
-    dev = torch.device(device) if device is not None else (
-        torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0))) if torch.cuda.is_available() else
-        torch.device("cpu"))
-    model.to(dev)
-    use_amp = cfg.amp and dev.type == "cuda"
-    loader = _train_loader(train, cfg)
-    val_loader = None if val is None else _eval_loader(val, cfg.batch_size)
-    if len(loader) == 0:
-        raise ValueError("the training data yields no batch (empty, or fewer samples than batch_size with "
-                         "drop_last=True)")
-    net = nn.parallel.DistributedDataParallel(model, device_ids=[dev] if dev.type == "cuda" else None) \
-        if world > 1 else model
-    params = param_groups(model) if param_groups else [p for p in model.parameters() if p.requires_grad]
-    optimizer = build_optimizer(params, cfg)
-    scheduler = build_scheduler(optimizer, cfg, math.ceil(len(loader) / cfg.accum_steps))
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
-    ema = _make_ema(model, cfg.ema_decay) if cfg.ema_decay else None
-    stopper = _Stopper(cfg)
-    st = {"epoch": 0, "step": 0, "history": [], "best_value": None, "best_epoch": None, "stopped": False}
-    best_state = None
-
+    loop = _Loop(model, train, config, loss_fn, val, metrics, score_fn, param_groups, device)
     ckpt = Path(ckpt_dir) / CHECKPOINT_NAME if ckpt_dir is not None else None
     if resume and ckpt is not None and ckpt.is_file():
-        ck = _load_checkpoint(ckpt, cfg, world)
-        model.load_state_dict(ck["model"])
-        optimizer.load_state_dict(ck["optimizer"])
-        scaler.load_state_dict(ck["scaler"])
-        stopper.load_state_dict(ck["stopper"])
-        if scheduler is not None:
-            scheduler.load_state_dict(ck["scheduler"])
-        if ema is not None:
-            ema.load_state_dict(ck["ema"])
-        st, best_state = ck["state"], ck["best_state"]
-        _set_rng_state(ck["rng"][rank])
+        loop.restore(ckpt)
     else:
-        runtime.set_seed(cfg.seed + rank)
-
+        runtime.set_seed(config.seed + loop.rank)
     writer = None
-    if log_dir is not None and rank == 0:
+    if log_dir is not None and loop.rank == 0:
         from torch.utils.tensorboard import SummaryWriter
 
-        # purge_step drops events an interrupted run logged after its last checkpoint
-        writer = SummaryWriter(str(log_dir), purge_step=st["step"] + 1 if st["step"] else None)
-
-    def save():
-        rngs = _gather(_rng_state(), world)
-        if rank == 0:
-            _atomic_save({"config": dataclasses.asdict(cfg), "world": world, "model": model.state_dict(),
-                          "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
-                          "scheduler": scheduler.state_dict() if scheduler is not None else None,
-                          "ema": ema.state_dict() if ema is not None else None, "stopper": stopper.state_dict(),
-                          "state": st, "best_state": best_state, "rng": rngs}, ckpt)
-        if world > 1:
-            torch.distributed.barrier()
-
-    from tqdm.auto import tqdm
-
+        # purge_step drops the events an interrupted run logged after its last checkpoint
+        writer = SummaryWriter(str(log_dir), purge_step=loop.st["step"] + 1 if loop.st["step"] else None)
     try:
-        while not st["stopped"] and st["epoch"] < cfg.epochs:
-            epoch, t0 = st["epoch"] + 1, time.perf_counter()
-            row = {"epoch": epoch, "lr": float(optimizer.param_groups[0]["lr"])}
-            if hasattr(loader.sampler, "set_epoch"):
-                loader.sampler.set_epoch(epoch)
-            net.train()
-            sums, n_batches = {}, len(loader)
-            bar = tqdm(loader, desc=f"epoch {epoch}/{cfg.epochs}", disable=not progress or rank != 0, leave=False)
-            for i, batch in enumerate(bar):
-                batch = _to_device(batch, dev)
-                group_start = i - i % cfg.accum_steps
-                group_size = min(cfg.accum_steps, n_batches - group_start)
-                last = i == group_start + group_size - 1
-                with net.no_sync() if world > 1 and not last else nullcontext():
-                    with torch.autocast("cuda", dtype=torch.float16, enabled=use_amp):
-                        losses = _loss_dict(loss_fn(net, batch))
-                    if not torch.isfinite(losses["loss"]):
-                        raise FloatingPointError(
-                            f"loss is {float(losses['loss'])} at epoch {epoch}, batch {i}: lower the lr, set "
-                            "clip_grad_norm, or check the inputs for NaN/inf")
-                    scaler.scale(losses["loss"] / group_size).backward()
-                for k, v in losses.items():
-                    sums[k] = sums.get(k, 0.0) + v.detach().float()
-                if not last:
-                    continue
-                if cfg.clip_grad_norm is not None:
-                    scaler.unscale_(optimizer)
-                    torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]],
-                                                   cfg.clip_grad_norm)
-                scaler.step(optimizer)
-                scaler.update()
-                optimizer.zero_grad(set_to_none=True)
-                st["step"] += 1
-                if ema is not None:
-                    ema.update(model, step=st["step"])
-                if scheduler is not None and cfg.interval == "step":
-                    scheduler.step()
-                step_losses = {k: float(v.detach()) for k, v in losses.items()}
-                bar.set_postfix(loss=f"{step_losses['loss']:.4f}")
-                if writer is not None:
-                    for k, v in step_losses.items():
-                        writer.add_scalar(f"step/train_{k}", v, st["step"])
-                    writer.add_scalar("step/lr", optimizer.param_groups[0]["lr"], st["step"])
-                for cb in callbacks:
-                    cb("step", {"epoch": epoch, "step": st["step"], "batch": i, "losses": step_losses})
-            means = torch.stack([v / n_batches for v in sums.values()])
-            if world > 1:
-                torch.distributed.all_reduce(means)
-                means /= world
-            row.update({f"train_{k}": float(m) for k, m in zip(sums, means)})
-
-            if val_loader is not None:
-                row.update(_validate(ema.module if ema is not None else model, val_loader, dev, score_fn,
-                                     loss_fn, metrics, world))
-                if cfg.monitor not in row:
-                    raise KeyError(f"TrainConfig.monitor={cfg.monitor!r} is not among the validation results "
-                                   f"{sorted(k for k in row if k.startswith('val_'))}")
-                value = row[cfg.monitor]
-                st["stopped"] = stopper.step(value, optimizer)
-                if stopper.improved(value, st["best_value"]):
-                    st["best_value"], st["best_epoch"] = value, epoch
-                    if cfg.restore_best:
-                        src = ema.module if ema is not None else model
-                        best_state = {k: v.detach().to("cpu", copy=True) for k, v in src.state_dict().items()}
-            if scheduler is not None and cfg.interval == "epoch":
-                scheduler.step()
-            row["seconds"] = time.perf_counter() - t0
-            st["history"].append(row)
-            st["epoch"] = epoch
-            if writer is not None:
-                for k, v in row.items():
-                    if k != "epoch":
-                        writer.add_scalar(f"epoch/{k}", v, st["step"])
-            if ckpt is not None and (epoch % cfg.ckpt_every == 0 or st["stopped"] or epoch == cfg.epochs):
-                save()
+        while not loop.done:
+            row = loop.run_epoch(progress, writer, callbacks)
+            epoch = row["epoch"]
+            if ckpt is not None and (epoch % config.ckpt_every == 0 or loop.done):
+                loop.save(ckpt)
             for cb in callbacks:
                 cb("epoch", row)
     finally:
         if writer is not None:
             writer.close()
+    return loop.finish()
 
-    if ema is not None:
-        model.load_state_dict(ema.module.state_dict())
-    if cfg.restore_best and best_state is not None:
-        model.load_state_dict(best_state)
-    history = pd.DataFrame(st["history"])
-    if st["best_epoch"] is not None:
-        history["best"] = history["epoch"] == st["best_epoch"]
-    return history
+
+class _Loop:
+    """The state of one ``fit`` call: model, optimiser, scheduler, scaler, EMA, stopper, counters and history.
+    Everything in it goes into the checkpoint."""
+
+    def __init__(self, model, train, cfg, loss_fn, val, metrics, score_fn, param_groups, device):
+        self.rank, self.world = _dist()
+        if val is None and (cfg.patience is not None or cfg.restore_best):
+            raise ValueError("TrainConfig.patience / restore_best need validation data: pass val=")
+        if device is None:
+            device = f"cuda:{os.environ.get('LOCAL_RANK', 0)}" if torch.cuda.is_available() else "cpu"
+        self.dev = torch.device(device)
+        self.cfg, self.loss_fn, self.metrics, self.score_fn = cfg, loss_fn, metrics, score_fn
+        self.model = model.to(self.dev)
+        self.amp = cfg.amp and self.dev.type == "cuda"
+        self.loader = _train_loader(train, cfg)
+        if len(self.loader) == 0:
+            raise ValueError("the training data yields no batch (empty, or fewer samples than batch_size with "
+                             "drop_last=True)")
+        self.val_loader = None if val is None else _eval_loader(val, cfg.batch_size)
+        self.net = model
+        if self.world > 1:
+            ids = [self.dev] if self.dev.type == "cuda" else None
+            self.net = nn.parallel.DistributedDataParallel(model, device_ids=ids)
+        params = param_groups(model) if param_groups else [p for p in model.parameters() if p.requires_grad]
+        self.optimizer = build_optimizer(params, cfg)
+        self.scheduler = build_scheduler(self.optimizer, cfg, math.ceil(len(self.loader) / cfg.accum_steps))
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
+        self.ema = _make_ema(model, cfg.ema_decay) if cfg.ema_decay else None
+        self.stopper = _Stopper(cfg)
+        self.st = {"epoch": 0, "step": 0, "history": [], "best_value": None, "best_epoch": None, "stopped": False}
+        self.best_state = None
+
+    @property
+    def done(self) -> bool:
+        return self.st["stopped"] or self.st["epoch"] >= self.cfg.epochs
+
+    @property
+    def eval_model(self) -> nn.Module:
+        """What validation scores and ``restore_best`` keeps: the EMA weights when there is an EMA."""
+        return self.ema.module if self.ema is not None else self.model
+
+    def _stateful(self) -> dict:
+        return {"model": self.model, "optimizer": self.optimizer, "scaler": self.scaler, "stopper": self.stopper,
+                "scheduler": self.scheduler, "ema": self.ema}
+
+    def save(self, path: Path) -> None:
+        rngs = _gather(_rng_state(), self.world)  # every rank's RNG, so each resumes its own stream
+        if self.rank == 0:
+            ck = {k: (obj.state_dict() if obj is not None else None) for k, obj in self._stateful().items()}
+            ck.update(config=dataclasses.asdict(self.cfg), world=self.world, state=self.st,
+                      best_state=self.best_state, rng=rngs)
+            _atomic_save(ck, path)
+        if self.world > 1:
+            torch.distributed.barrier()
+
+    def restore(self, path: Path) -> None:
+        ck = _load_checkpoint(path, self.cfg, self.world)
+        for key, obj in self._stateful().items():
+            if obj is not None:
+                obj.load_state_dict(ck[key])
+        self.st, self.best_state = ck["state"], ck["best_state"]
+        _set_rng_state(ck["rng"][self.rank])
+
+    def run_epoch(self, progress: bool, writer, callbacks) -> dict:
+        epoch, t0 = self.st["epoch"] + 1, time.perf_counter()
+        row = {"epoch": epoch, "lr": float(self.optimizer.param_groups[0]["lr"])}
+        row.update(self._train_epoch(epoch, progress, writer, callbacks))
+        if self.val_loader is not None:
+            row.update(_validate(self.eval_model, self.val_loader, self.dev, self.score_fn, self.loss_fn,
+                                 self.metrics, self.world))
+            self._track(row)
+        if self.scheduler is not None and self.cfg.interval == "epoch":
+            self.scheduler.step()
+        row["seconds"] = time.perf_counter() - t0
+        self.st["history"].append(row)
+        self.st["epoch"] = epoch
+        if writer is not None:
+            for k, v in row.items():
+                if k != "epoch":
+                    writer.add_scalar(f"epoch/{k}", v, self.st["step"])
+        return row
+
+    def _train_epoch(self, epoch: int, progress: bool, writer, callbacks) -> dict[str, float]:
+        from tqdm.auto import tqdm
+
+        cfg, opt = self.cfg, self.optimizer
+        if hasattr(self.loader.sampler, "set_epoch"):
+            self.loader.sampler.set_epoch(epoch)
+        self.net.train()
+        sums, n_batches = {}, len(self.loader)
+        bar = tqdm(self.loader, desc=f"epoch {epoch}/{cfg.epochs}", disable=not progress or self.rank != 0,
+                   leave=False)
+        for i, batch in enumerate(bar):
+            batch = _to_device(batch, self.dev)
+            # accumulation group of this batch; the last group of an epoch may be shorter
+            group_start = i - i % cfg.accum_steps
+            group_size = min(cfg.accum_steps, n_batches - group_start)
+            last = i == group_start + group_size - 1
+            with self.net.no_sync() if self.world > 1 and not last else nullcontext():
+                with torch.autocast("cuda", dtype=torch.float16, enabled=self.amp):
+                    losses = _loss_dict(self.loss_fn(self.net, batch))
+                if not torch.isfinite(losses["loss"]):
+                    raise FloatingPointError(
+                        f"loss is {float(losses['loss'].detach())} at epoch {epoch}, batch {i}: lower the lr, set "
+                        "clip_grad_norm, or check the inputs for NaN/inf")
+                self.scaler.scale(losses["loss"] / group_size).backward()
+            for k, v in losses.items():
+                sums[k] = sums.get(k, 0.0) + v.detach().float()
+            if not last:
+                continue
+            if cfg.clip_grad_norm is not None:
+                self.scaler.unscale_(opt)
+                nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]], cfg.clip_grad_norm)
+            self.scaler.step(opt)
+            self.scaler.update()
+            opt.zero_grad(set_to_none=True)
+            self.st["step"] += 1
+            if self.ema is not None:
+                self.ema.update(self.model, step=self.st["step"])
+            if self.scheduler is not None and cfg.interval == "step":
+                self.scheduler.step()
+            step_losses = {k: float(v.detach()) for k, v in losses.items()}
+            bar.set_postfix(loss=f"{step_losses['loss']:.4f}")
+            if writer is not None:
+                for k, v in step_losses.items():
+                    writer.add_scalar(f"step/train_{k}", v, self.st["step"])
+                writer.add_scalar("step/lr", opt.param_groups[0]["lr"], self.st["step"])
+            for cb in callbacks:
+                cb("step", {"epoch": epoch, "step": self.st["step"], "batch": i, "losses": step_losses})
+        means = torch.stack([v / n_batches for v in sums.values()])
+        if self.world > 1:
+            torch.distributed.all_reduce(means)
+            means /= self.world
+        return {f"train_{k}": float(m) for k, m in zip(sums, means)}
+
+    def _track(self, row: dict) -> None:
+        """Early stopping / lr drops on ``cfg.monitor``, and the best epoch (kept for ``restore_best``)."""
+        if self.cfg.monitor not in row:
+            raise KeyError(f"TrainConfig.monitor={self.cfg.monitor!r} is not among the validation results "
+                           f"{sorted(k for k in row if k.startswith('val_'))}")
+        value = row[self.cfg.monitor]
+        self.st["stopped"] = self.stopper.step(value, self.optimizer)
+        if self.stopper.improved(value, self.st["best_value"]):
+            self.st["best_value"], self.st["best_epoch"] = value, row["epoch"]
+            if self.cfg.restore_best:
+                self.best_state = {k: v.detach().to("cpu", copy=True)
+                                   for k, v in self.eval_model.state_dict().items()}
+
+    def finish(self) -> pd.DataFrame:
+        """Bake the EMA weights in, restore the best weights if asked, return the history."""
+        if self.ema is not None:
+            self.model.load_state_dict(self.ema.module.state_dict())
+        if self.cfg.restore_best and self.best_state is not None:
+            self.model.load_state_dict(self.best_state)
+        history = pd.DataFrame(self.st["history"])
+        if self.st["best_epoch"] is not None:
+            history["best"] = history["epoch"] == self.st["best_epoch"]
+        return history
 
 
 def _validate(model, loader, device, score_fn, loss_fn, metrics, world) -> dict[str, float]:

@@ -58,5 +58,5 @@ def test_landing_page_and_a_chapter(chromium, html, tmp_path):
     _need(bool(chapters), "the book has no chapter pages")
     pixels, dom = _render(chromium, chapters[0].as_uri(), tmp_path, "chapter")
     assert pixels.std() > 10, f"the screenshot of {chapters[0].name} is blank"
-    assert "<table" in dom, f"{chapters[0].name} shows no table"
+    assert "class=\"dataframe\"" in dom, f"{chapters[0].name} shows no results table"
     assert "MathJax" in dom or "mathjax" in dom

@@ -256,7 +256,29 @@ def test_noise_kl():
 def test_expert_losses_backprop():
     expert = d.build_expert("test_efficientnet")
     x, y = torch.randn(4, 3, SIZE, SIZE), torch.tensor([0, 1, 0, 1])
-    losses = d.expert_losses(expert, x, y, noise_batch=2, generator=torch.Generator().manual_seed(0))
+    losses = d.expert_losses(expert, (x, y), noise_batch=2)
     assert set(losses) == {"loss", "ce", "nce", "kl"} and torch.isfinite(losses["loss"])
     losses["loss"].backward()
     assert expert.baseline_extractor.get_classifier().weight.grad.abs().sum() > 0
+
+
+def test_expert_trains_with_dfbook_fit_and_ema(tmp_path):
+    """The losses plug into dfbook.train.fit (EMA 0.995 with torch-ema warm-up), and the result loads
+    back through the released format."""
+    import functools
+
+    from dfbook import train
+
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(16, 3, 32, 32, generator=g), torch.tensor([0, 1] * 8)
+    x[y == 1] += 0.5
+    model = d.MixtureOfExperts([d.build_expert("test_efficientnet")])
+    cfg = train.TrainConfig(epochs=2, batch_size=8, lr=1e-2, ema_decay=d.EMA_DECAY, seed=0)
+    hist = train.fit(model.experts[0], (x, y), val=(x, y), config=cfg, progress=False,
+                     loss_fn=functools.partial(d.expert_losses, noise_batch=2))
+    assert {"train_ce", "train_nce", "train_kl", "val_auc"} <= set(hist.columns)
+    assert np.isfinite(hist[["train_ce", "train_nce", "train_kl"]].to_numpy()).all()
+    d.save_released(model, tmp_path, num_updates=[4])
+    loaded = d.load_released(tmp_path, ("test_efficientnet",))
+    with torch.inference_mode():
+        torch.testing.assert_close(loaded(x), model.eval()(x))

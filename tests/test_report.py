@@ -24,7 +24,8 @@ def test_record_roundtrip_is_json_and_atomic(build_dir):
     assert not list(path.parent.glob(".*tmp"))
     assert report.headline_of(rec) == "test/auc = 0.750 [0.700, 0.800]"
     table = report.status_table("mini")
-    assert list(table["chapter"]) == ["demo"] and table.loc[0, "torch"]
+    assert list(table.index) == ["demo"] and table.loc["demo", "torch"]
+    assert table.loc["demo", "expected results"] == "no expected-results file"
 
 
 def test_unknown_profile_and_missing_record(build_dir):

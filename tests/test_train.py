@@ -151,7 +151,7 @@ def test_restore_best_loads_weights_of_best_epoch():
 
 def test_schedules_per_epoch():
     x, y = toy_data(n=16)
-    run = dict(progress=False)
+    run = dict(progress=True)  # also exercises the tqdm path
     step = train.fit(toy_model(), (x, y), config=TrainConfig(epochs=5, batch_size=8, lr=1.0, scheduler="step",
                                                                  step_size=2, gamma=0.5), **run)
     np.testing.assert_allclose(step["lr"], [1, 1, 0.5, 0.5, 0.25])
@@ -262,3 +262,22 @@ def test_ddp_two_cpu_processes_match_single_process(tmp_path):
     pd.testing.assert_frame_equal(ddp_hist, _no_time(hist), check_dtype=False, rtol=1e-5)
     ckpt = torch.load(tmp_path / "ckpt" / train.CHECKPOINT_NAME, weights_only=True)
     assert ckpt["world"] == 2 and len(ckpt["rng"]) == 2
+
+
+def test_data_order_depends_only_on_seed_and_epoch():
+    def order(seed, epoch):
+        loader = train.make_loader(torch.arange(20), 5, shuffle=True, seed=seed)
+        loader.sampler.set_epoch(epoch)
+        torch.manual_seed(epoch * 17)  # the global RNG must not matter
+        return torch.cat([b[0] for b in loader]).tolist()
+
+    assert order(0, 1) == order(0, 1)
+    assert sorted(order(0, 1)) == list(range(20))
+    assert order(0, 1) != order(0, 2) and order(0, 1) != order(3, 1)
+
+
+def test_unreadable_checkpoint_names_the_file(tmp_path):
+    (tmp_path / train.CHECKPOINT_NAME).write_bytes(b"not a checkpoint")
+    x, y = toy_data(n=16)
+    with pytest.raises(ValueError, match="cannot read checkpoint .*last.pt"):
+        train.fit(toy_model(), (x, y), config=TrainConfig(epochs=1), ckpt_dir=tmp_path, progress=False)

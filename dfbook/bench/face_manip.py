@@ -132,7 +132,7 @@ def face2face(target: np.ndarray, t_ident: dict, motion: dict, source_motion: di
 
 def neural_textures(target: np.ndarray, t_ident: dict, motion: dict, source_motion: dict, size: int,
                     rng: np.random.Generator, background: dict, *, jitter_px: float = 0.4,
-                    feather_px: float = 1.5, blur_px: float = 0.7, pattern: float = 0.035
+                    feather_px: float = 1.5, blur_px: float = 0.7, pattern: float = 0.025
                     ) -> tuple[np.ndarray, np.ndarray]:
     """Re-texture the mouth region from the source's mouth motion through a 'neural renderer'."""
     m2 = _jitter_motion(_expression(motion, source_motion, ("mouth",)), size, rng, jitter_px)
@@ -155,11 +155,11 @@ def manipulate(method: str, target: np.ndarray, t_ident: dict, motion: dict, *, 
                noise_sigma: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
     """Apply one of the four FF++-like methods (``METHODS``) with its default parameters."""
     if method == "Deepfakes":
-        return swap(target, t_ident, motion, donor, size, rng, background, decode_res=0.4, colour_match=0.8,
-                    feather_px=2.0, noise_sigma=noise_sigma)
+        return swap(target, t_ident, motion, donor, size, rng, background, decode_res=0.5, colour_match=0.8,
+                    feather_px=2.0, radii=(0.58, 0.75), noise_sigma=noise_sigma)
     if method == "FaceSwap":
         return swap(target, t_ident, motion, donor, size, rng, background, decode_res=1.0, colour_match=0.0,
-                    tint=0.04, frontal_light=True, shading=0.5, texture=0.5, feather_px=0.6,
+                    tint=0.04, frontal_light=True, shading=0.5, texture=0.8, feather_px=0.6,
                     radii=(0.8, 0.88), centre=(0.0, 0.18), jitter_px=0.4, noise_sigma=noise_sigma)
     if method == "Face2Face":
         return face2face(target, t_ident, motion, source_motion, size, rng, background)

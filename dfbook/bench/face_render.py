@@ -222,6 +222,16 @@ def landmarks_uv(ident: dict, motion: dict) -> np.ndarray:
     return pts
 
 
+def _window(motion: dict, size: int, u0: float, u1: float, v0: float, v1: float) -> tuple[slice, slice]:
+    """Pixel rows/columns covering the face-coordinate box ``[u0,u1] x [v0,v1]`` in every frame.
+    Layers are drawn only inside their window: most of the cost of a clip is in full-frame blends."""
+    corners = np.array([[u0, v0], [u0, v1], [u1, v0], [u1, v1]], np.float32)
+    xy = to_pixels(motion, size, np.broadcast_to(corners, (len(motion["cx"]), 4, 2)))
+    lo = np.clip(np.floor(xy.min(axis=(0, 1))).astype(int) - 1, 0, size)
+    hi = np.clip(np.ceil(xy.max(axis=(0, 1))).astype(int) + 2, 0, size)
+    return slice(lo[1], hi[1]), slice(lo[0], hi[0])
+
+
 def render(ident: dict, motion: dict, size: int, background: dict, *, texture: float = 1.0,
            shading: float = 1.0, light: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Render a clip. ``texture`` scales the fine skin/teeth texture (0 = flat, as a graphics
@@ -229,7 +239,7 @@ def render(ident: dict, motion: dict, size: int, background: dict, *, texture: f
     azimuth ``(T,)``. Returns image ``(T,H,W,3)`` float32 [0,1], landmarks ``(T,68,2)`` pixels,
     face coverage ``(T,H,W)``."""
     T = len(motion["cx"])
-    u, v, px = local_coords(motion, size)
+    U, V, px = local_coords(motion, size)
     f = features(ident, motion)
     sh = f["shift"][:, None, None]
     ys = np.linspace(0, 1, size, dtype=np.float32)[None, :, None, None]
@@ -238,28 +248,35 @@ def render(ident: dict, motion: dict, size: int, background: dict, *, texture: f
     xs = np.linspace(0, 1, size, dtype=np.float32)
     blob = np.sin(bg["k"][0] * xs[None, :] * 2 + bg["ph"][0]) * np.sin(bg["k"][1] * xs[:, None] * 2 + bg["ph"][1])
     img += (bg["amp"] * blob)[None, :, :, None]
+    face_full = np.zeros((T, size, size), np.float32)
 
     skin, hair = ident["skin"], ident["hair"]
     a, b, p = ident["face_a"], ident["face_b"], ident["jaw_p"]
+    lt = motion["light"] if light is None else light
+    lu, lv = np.sin(lt)[:, None, None], np.float32(-0.35)
+
+    def shade_at(u, v):
+        nz = np.sqrt(np.clip(1 - (u / (a + 0.15)) ** 2 - ((v + 0.05) / (b + 0.2)) ** 2, 0.0, 1.0))
+        lam = np.clip((u / (a + 0.15)) * lu + ((v + 0.05) / (b + 0.2)) * lv + nz * 0.8, 0.0, 1.3)
+        return 0.6 + 0.4 * (1 - shading) + shading * 0.4 * lam
+
+    # --- head window: hair, neck, face, fringe, wrinkles (the neck runs to the bottom edge)
+    wy, wx = _window(motion, size, -(a + 0.3), a + 0.3, -(b + 0.3), 4.0)
+    u, v, im = U[:, wy, wx], V[:, wy, wx], img[:, wy, wx]
     # hair behind the head (long hair falls beside the face)
     if ident["hair_long"]:
         d_hair = _ellipse(u, v, 0.0, 0.05, a + 0.28, b + 0.2)
     else:
         d_hair = _ellipse(u, v, 0.0, -0.25, a + 0.1, b * 0.85)
     hair_tex = 1.0 + 0.12 * texture * np.sin(40 * u + 3 * np.sin(9 * v))
-    _mix(img, hair * hair_tex[..., None], _cov(d_hair, px))
+    _mix(im, hair * hair_tex[..., None], _cov(d_hair, px))
     # neck
     d_neck = np.maximum(np.abs(u - 0.3 * sh) - 0.42 * a, 0.6 - v)
-    _mix(img, skin * 0.72, _cov(d_neck, px))
+    _mix(im, skin * 0.72, _cov(d_neck, px))
     # face: superellipse, squarer jaw for larger p
     q = np.abs(u / a) ** p + np.abs((v + 0.05) / b) ** np.where(v > -0.05, p, 2.0)
-    d_face = (q ** (1.0 / p) - 1.0) * a
-    face = _cov(d_face, px)
-    lt = motion["light"] if light is None else light
-    lu, lv = np.sin(lt)[:, None, None], np.float32(-0.35)
-    nz = np.sqrt(np.clip(1 - (u / (a + 0.15)) ** 2 - ((v + 0.05) / (b + 0.2)) ** 2, 0.0, 1.0))
-    lam = np.clip((u / (a + 0.15)) * lu + ((v + 0.05) / (b + 0.2)) * lv + nz * 0.8, 0.0, 1.3)
-    shade = 0.6 + 0.4 * (1 - shading) + shading * 0.4 * lam
+    face = _cov((q ** (1.0 / p) - 1.0) * a, px)
+    face_full[:, wy, wx] = face
     tex = np.zeros_like(u)
     for k, th, ph in zip(ident["tex_k"], ident["tex_th"], ident["tex_ph"]):
         tex += np.sin(k * (np.cos(th) * u + np.sin(th) * v) + ph)
@@ -267,8 +284,8 @@ def render(ident: dict, motion: dict, size: int, background: dict, *, texture: f
     ex, ey, ew = ident["eye_dx"], ident["eye_y"], ident["eye_w"]
     my = ident["mouth_y"]
     cheek = ident["blush"] * np.exp(-(((np.abs(u - sh) - 0.42) / 0.14) ** 2 + ((v - 0.22) / 0.12) ** 2))
-    skin_img = skin * (shade * tex)[..., None] + cheek[..., None] * np.float32([0.3, -0.1, -0.1])
-    # age: forehead lines, crow's feet, nasolabial folds, eye bags
+    skin_img = skin * (shade_at(u, v) * tex)[..., None] + cheek[..., None] * np.float32([0.3, -0.1, -0.1])
+    # age: forehead lines, crow's feet, nasolabial folds
     if ident["wrinkle"] > 0:
         w = ident["wrinkle"] * texture
         fore = (np.cos(30 * v) > 0.85) * (v > -0.62) * (v < -0.38) * (np.abs(u) < 0.45)
@@ -280,58 +297,64 @@ def render(ident: dict, motion: dict, size: int, background: dict, *, texture: f
     if ident["stubble"] > 0:
         st = (np.sin(83 * u) * np.sin(71 * v + 1.3) > 0.3) * (v > my - 0.15) * texture
         skin_img *= (1.0 - ident["stubble"] * st)[..., None]
-    _mix(img, skin_img, face)
+    _mix(im, skin_img, face)
     # hair fringe over the forehead
     d_fringe = v - (ident["hairline"] + 0.06 * np.sin(7 * u + 1.0))
-    _mix(img, hair * hair_tex[..., None] * 0.95, _cov(d_fringe, px) * face)
-    # eye bags
-    if ident["bags"] > 0:
-        for sgn in (-1, 1):
-            bag = np.exp(-(((u - sh - sgn * ex) / ew) ** 2 + ((v - ey - 0.09) / 0.04) ** 2))
-            img *= (1.0 - ident["bags"] * bag)[..., None]
-    # eyebrows
+    _mix(im, hair * hair_tex[..., None] * 0.95, _cov(d_fringe, px) * face)
+
+    # --- inner features, each drawn inside its own small window (margin 0.1 for the yaw shift)
+    def win(u0, u1, v0, v1):
+        wy, wx = _window(motion, size, u0 - 0.1, u1 + 0.1, v0, v1)
+        return U[:, wy, wx], V[:, wy, wx], img[:, wy, wx], face_full[:, wy, wx]
+
     by = ey - ident["eye_h"] - ident["brow_gap"]
-    for sgn in (-1, 1):
-        du = (u - sh - sgn * ex) / (ew * 1.2)
-        arch = by - 0.05 * (1 - np.clip(du, -1, 1) ** 2)
-        d_brow = np.maximum(np.abs(v - arch) - ident["brow_t"], (np.abs(du) - 1) * ew)
-        _mix(img, hair * 0.7, _cov(d_brow, px) * face)
-    # eyes: sclera, iris, pupil, lid line
     eh = f["eye_h"][:, None, None]
     gz = (motion["gaze"] * ew * 0.4)[:, None, None]
     for sgn in (-1, 1):
+        # eye bag and brow
+        u, v, im, face = win(sgn * ex - 1.2 * ew, sgn * ex + 1.2 * ew, by - 0.1, ey + 0.2)
+        if ident["bags"] > 0:
+            bag = np.exp(-(((u - sh - sgn * ex) / ew) ** 2 + ((v - ey - 0.09) / 0.04) ** 2))
+            im *= (1.0 - ident["bags"] * bag)[..., None]
+        du = (u - sh - sgn * ex) / (ew * 1.2)
+        arch = by - 0.05 * (1 - np.clip(du, -1, 1) ** 2)
+        d_brow = np.maximum(np.abs(v - arch) - ident["brow_t"], (np.abs(du) - 1) * ew)
+        _mix(im, hair * 0.7, _cov(d_brow, px) * face)
+        # eye: sclera, iris, pupil, lid line
         cu = sh + sgn * ex
         d_eye = _ellipse(u, v, cu, ey, ew, eh)
         eye_cov = _cov(d_eye, px)
         d_iris = np.sqrt((u - cu - gz) ** 2 + (v - ey) ** 2) - 0.062
-        _mix(img, np.float32([0.93, 0.92, 0.9]), eye_cov)
-        _mix(img, ident["iris"], _cov(d_iris, px) * eye_cov)
-        _mix(img, np.float32([0.03, 0.03, 0.03]), _cov(d_iris + 0.035, px) * eye_cov)
+        _mix(im, np.float32([0.93, 0.92, 0.9]), eye_cov)
+        _mix(im, ident["iris"], _cov(d_iris, px) * eye_cov)
+        _mix(im, np.float32([0.03, 0.03, 0.03]), _cov(d_iris + 0.035, px) * eye_cov)
         lid = _cov(np.maximum(np.abs(d_eye), np.abs(u - cu) - ew) - 0.012, px) * (v < ey + 0.2 * eh)
-        _mix(img, skin * 0.35, lid)
+        _mix(im, skin * 0.35, lid)
     # nose: shaded side line and nostrils
     nl, nw = ident["nose_len"], ident["nose_w"]
+    u, v, im, _ = win(-nw - 0.08, nw + 0.08, ey - 0.02, ey + nl + 0.1)
     side = np.sign(np.sin(lt))[:, None, None]
     d_ridge = np.maximum(np.abs(u - sh + side * 0.05) - 0.018, np.abs(v - ey - nl / 2) - nl / 2)
-    _mix(img, skin * 0.7, _cov(d_ridge, px) * 0.6)
+    _mix(im, skin * 0.7, _cov(d_ridge, px) * 0.6)
     for sgn in (-1, 1):
         d_nos = _ellipse(u, v, sh + sgn * nw * 0.55, ey + nl + 0.05, 0.035, 0.02)
-        _mix(img, skin * 0.35, _cov(d_nos, px))
+        _mix(im, skin * 0.35, _cov(d_nos, px))
     # mouth: lips, dark interior, upper and lower teeth with gaps
     mw, mo = f["mouth_w"][:, None, None], f["mouth_open"][:, None, None]
+    half = 0.07 + ident["lip_t"] + 0.02
+    u, v, im, _ = win(-ident["mouth_w"] - 0.03, ident["mouth_w"] + 0.03, my - half, my + half)
     d_lips = _ellipse(u, v, sh, my, mw, mo / 2 + ident["lip_t"])
-    _mix(img, ident["lip"] * shade[..., None], _cov(d_lips, px))
-    d_in = _ellipse(u, v, sh, my, mw * 0.85, mo / 2 + 1e-3)
-    inside = _cov(d_in, px)
+    _mix(im, ident["lip"] * shade_at(u, v)[..., None], _cov(d_lips, px))
+    inside = _cov(_ellipse(u, v, sh, my, mw * 0.85, mo / 2 + 1e-3), px)
     gaps = 1.0 - 0.35 * texture * (np.cos(60 * (u - sh)) > 0.8)
     upper = _cov(v - (my - mo / 2 + 0.045), px)
     lower = _cov((my + mo / 2 - 0.03) - v, px)
     teeth = np.float32([0.95, 0.93, 0.86]) * gaps[..., None]
-    _mix(img, np.float32([0.22, 0.05, 0.05]), inside)
-    _mix(img, teeth, upper * inside)
-    _mix(img, teeth * 0.9, lower * inside)
+    _mix(im, np.float32([0.22, 0.05, 0.05]), inside)
+    _mix(im, teeth, upper * inside)
+    _mix(im, teeth * 0.9, lower * inside)
     np.clip(img, 0.0, 1.0, out=img)
-    return img, to_pixels(motion, size, landmarks_uv(ident, motion)), face
+    return img, to_pixels(motion, size, landmarks_uv(ident, motion)), face_full
 
 
 def to_uint8(img: np.ndarray) -> np.ndarray:

@@ -80,8 +80,10 @@ class Weights:
         b1 = b1 / b1.sum() * (2.0 if transposed else 1.0)
         b = torch.outer(b1, b1)
         base = torch.eye(c)[:, :, None, None] * b
-        pert = base + eps * self.normal(c, c, k, k) * b.mean() * (1 + torch.eye(c)[:, :, None, None])
-        return base, pert
+        # zero-sum perturbation: the trace changes texture, never the mean colour (a global statistic)
+        d = self.normal(c, c, k, k) * (1 + torch.eye(c)[:, :, None, None])
+        d = d - d.mean((2, 3), keepdim=True)
+        return base, base + eps * b.mean() * d
 
 
 # -- building blocks -------------------------------------------------------------------------
@@ -99,11 +101,9 @@ def up2(x: torch.Tensor, mode: str, k: torch.Tensor) -> torch.Tensor:
     """One x2 upsampling stage: ``tconv`` (transposed conv, stride 2), ``nearest`` or
     ``bilinear`` interpolation followed by a conv with kernel ``k`` (cout, cin, kh, kw)."""
     if mode == "tconv":
-        kk = k.shape[-1]
-        xp = F.pad(x, (1, 1, 1, 1), mode="replicate")
-        y = F.conv_transpose2d(xp, k.transpose(0, 1), stride=2)
-        off = 2 + (kk - 2) // 2  # crop the replicate-padding margin back to exactly 2x
-        return y[..., off - 1 + (kk % 2):, off - 1 + (kk % 2):][..., : 2 * x.shape[-2], : 2 * x.shape[-1]]
+        y = F.conv_transpose2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), k.transpose(0, 1), stride=2)
+        # input j lands at output 2j+3 for the 3- and 4-tap kernels: crop the padding margin back to 2x
+        return y[..., 3:3 + 2 * x.shape[-2], 3:3 + 2 * x.shape[-1]]
     y = F.interpolate(x, scale_factor=2, mode=mode, **({} if mode == "nearest" else {"align_corners": False}))
     return _conv(y, k)
 
@@ -138,10 +138,10 @@ def colour(x, m):
     return torch.einsum("oc,nchw->nohw", m, x)
 
 
-def stages_of(w: Weights, modes, k: int, eps: float, noise: float | None = None):
+def stages_of(w: Weights, modes, k: int, eps: float, noise: float | None = None, c: int = 3):
     out = []
     for mode in modes:
-        kb, kp = w.conv(k, eps, transposed=(mode == "tconv"))
+        kb, kp = w.conv(k, eps, transposed=(mode == "tconv"), c=c)
         nw = None if noise is None else noise * (0.5 + w.rng.random(3).astype(np.float32))
         out.append((mode, kb, kp, None if nw is None else torch.from_numpy(nw)))
     return out
@@ -229,11 +229,11 @@ def _gaugan(x, ctx, w):
     mean = torch.einsum("nkhw,nchw->nkc", onehot, x) / area[..., None]   # region colours
     flat = torch.einsum("nkhw,nkc->nchw", onehot, mean)
     shading = F.interpolate(down(x - flat, 8), scale_factor=8, mode="bilinear", align_corners=False)
-    st = stages_of(w, ["nearest"] * 3, 3, 0.3)
-    _, tex = decode(ctx["noise"]((n, 3, s // 8, s // 8)), st)
-    gamma = 0.05 * (1 + w.normal(32).abs())                              # per-label texture strength
+    st = stages_of(w, ["nearest"] * 3, 3, 0.3, c=1)
+    _, tex = decode(ctx["noise"]((n, 1, s // 8, s // 8)), st)           # luminance texture
+    gamma = 0.03 * (1 + w.normal(32).abs())                              # per-label texture strength
     mod = torch.einsum("nkhw,k->nhw", onehot, gamma).unsqueeze(1)
-    return colour(flat + shading + mod * tex / tex.std().clamp_min(1e-6) * flat.clamp_min(0.1), w.mix(0.02))
+    return colour((flat + shading) * (1 + mod * tex / tex.std().clamp_min(1e-6)), w.mix(0.02))
 
 
 def _whichfaceisreal(x, ctx, w):
@@ -281,13 +281,14 @@ def _dalle2(x, ctx, w):
 
 def _vae_f8(x, ctx, w, eps, keep, sigma):
     """A KL-f8 autoencoder: 4-channel latent at S/8, decoder of 3 nearest-upsample + conv stages."""
-    enc, dec = w.mix(0.3, cin=3, cout=4), w.mix(0.3, cin=4, cout=3)
-    proj = torch.linalg.pinv(enc)
+    enc = w.mix(0.3, cin=3, cout=4)
+    proj = torch.linalg.pinv(enc)                  # the ideal decoder's colour map (4 -> 3)
+    dec = proj + 0.01 * w.normal(3, 4)             # the learned one, slightly off
     lo = torch.einsum("oc,nchw->nohw", enc, down(x, 8))
     st = [(m, kb, kp, nw) for m, kb, kp, nw in
           ((mode, *w.conv(3, eps, c=4), None) for mode in ["nearest"] * 3)]
     ideal, gen = decode(lo, st)
-    ideal, gen = colour(ideal, proj), colour(gen, dec @ proj @ dec.pinverse() if False else proj + 0.01 * w.normal(3, 4))
+    ideal, gen = colour(ideal, proj), colour(gen, dec)
     y = x + (gen - ideal) - (1 - keep) * (x - ideal)
     return _dm_residue(y, ctx, w, sigma)
 
@@ -316,7 +317,7 @@ def _dalle(x, ctx, w, patch: int = 4, codes: int = 256):
     best = sim.abs().argmax(1)                                   # (N, L)
     coef = torch.gather(sim, 1, best.unsqueeze(1))               # projection length (signed)
     rec = book[best].permute(0, 2, 1) * coef
-    q = (mean + rec.view(n, c, patch * patch, -1)).view(n, c * patch * patch, -1)
+    q = (mean + rec.reshape(n, c, patch * patch, -1)).reshape(n, c * patch * patch, -1)
     y = F.fold(q, (s, s), patch, stride=patch)
     kb, kp = w.conv(3, 0.15)
     y = _conv(y, kp) * 0.6 + y * 0.4                             # decoder blends token seams
@@ -357,6 +358,16 @@ def run(gen: Generator, x: np.ndarray, *, seg: np.ndarray | None, content_idx: n
     if x.shape[1] % 16:
         raise ValueError(f"image size {x.shape[1]} is not divisible by 16 (the generators upsample x16)")
     out = np.empty(x.shape, np.uint8)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # small tensors: threads only add contention; also bit-stable results
+    try:
+        _run_chunks(gen, x, out, seg, content_idx, rng, generator_seed, chunk)
+    finally:
+        torch.set_num_threads(threads)
+    return out
+
+
+def _run_chunks(gen, x, out, seg, content_idx, rng, generator_seed, chunk):
     with torch.no_grad():
         for i in range(0, len(x), chunk):
             sl = slice(i, i + chunk)
@@ -366,4 +377,3 @@ def run(gen: Generator, x: np.ndarray, *, seg: np.ndarray | None, content_idx: n
             t = torch.from_numpy(np.ascontiguousarray(x[sl].transpose(0, 3, 1, 2)))
             y = gen.run(t, ctx, w).clamp(0, 1).mul(255).round().byte()
             out[sl] = y.permute(0, 2, 3, 1).numpy()
-    return out

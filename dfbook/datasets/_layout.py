@@ -3,6 +3,7 @@ turning rows into a validated manifest."""
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterable
 from pathlib import Path
@@ -58,8 +59,12 @@ def files(folder: Path, exts: Iterable[str], name: str, *, recursive: bool = Tru
     """Files under ``folder`` with one of ``exts`` (case-insensitive), in natural order of their
     path relative to ``folder``. ``required`` raises when there are none."""
     exts = tuple(e.lower() for e in exts)
-    pattern = "**/*" if recursive else "*"
-    found = [p for p in folder.glob(pattern) if p.suffix.lower() in exts and p.is_file()]
+    if recursive:  # os.walk, not Path.glob("**"): it follows symlinked sub-folders (data/README.md
+        # suggests symlinking generator folders together)
+        found = [Path(d) / f for d, _, names in os.walk(folder, followlinks=True) for f in names]
+    else:
+        found = list(folder.iterdir())
+    found = [p for p in found if p.suffix.lower() in exts and p.is_file()]
     if required and not found:
         raise DatasetError(f"{name}: no {'/'.join(exts)} files in {folder}; "
                            f"see {README}, section '{name}', for the expected layout.")
@@ -71,12 +76,12 @@ def image_format(path: Path) -> str:
     return {"jpeg": "jpg"}.get(ext, ext)
 
 
-def finish(rows: list[dict], name: str) -> pd.DataFrame:
+def finish(rows: list[dict] | pd.DataFrame, name: str) -> pd.DataFrame:
     """Rows -> manifest with the required columns first; validated, and with one source file per
     video key and frame (two files claiming the same video and frame means an id collision)."""
-    if not rows:
+    df = rows if isinstance(rows, pd.DataFrame) else pd.DataFrame(rows)
+    if df.empty:
         raise DatasetError(f"{name}: no samples found; see {README}, section '{name}'.")
-    df = pd.DataFrame(rows)
     df = df[COLUMNS + [c for c in df.columns if c not in COLUMNS]]
     manifest.validate(df, name=name)
     clash = df.duplicated(subset=["dataset", "method", "video_id", "frame"], keep=False)

@@ -184,7 +184,8 @@ def uadfv(root: str | Path | None = None) -> pd.DataFrame:
             if label:
                 m = re.fullmatch(r"(.+)_fake", p.stem)
                 if not m:
-                    raise DatasetError(f"uadfv: fake video {p} is not named <id>_fake.mp4; see {README}, section 'uadfv'.")
+                    raise DatasetError(f"uadfv: fake video {p} is not named <id>_fake.mp4; "
+                                       f"see {README}, section 'uadfv'.")
                 person = m.group(1)
             rows.append(dict(path=str(p), label=label, dataset="uadfv", method="deepfake" if label else "real",
                              video_id=p.stem, frame=VIDEO, identity=f"uadfv_{person}", split="test",

@@ -131,7 +131,7 @@ def generator_folders(root: str | Path | None = None, *, families: dict[str, str
     builds its own stratified splits."""
     name = "generators"
     root = root_of(dataset, root)
-    families = {**{k.lower(): v for k, v in (families or {}).items()}}
+    families = {k.lower(): v for k, v in (families or {}).items()}
     rows, unknown = [], []
     for folder in sorted(d for d in root.iterdir() if d.is_dir()):
         g = folder.name

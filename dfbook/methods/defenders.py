@@ -39,6 +39,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dfbook import manifest
+
 log = logging.getLogger(__name__)
 
 # timm's current names for network.py's `convnextv2_tiny.fcmae_ft_in1k`, `tf_efficientnet_b{4,5,6}_ns`
@@ -476,21 +478,172 @@ def noise_kl_loss(logits_noise: torch.Tensor) -> torch.Tensor:
     return F.kl_div(log_u, log_p, log_target=True, reduction="batchmean")
 
 
-def expert_losses(expert: nn.Module, x: torch.Tensor, y: torch.Tensor, *, noise_batch: int = 4,
-                  w_nce: float = 1.0, w_kl: float = 1.0, temperature: float = 0.07,
-                  generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
-    """The three losses of one training step of one expert: ``{"loss", "ce", "nce", "kl"}`` with
+def expert_losses(expert: nn.Module, batch, *, noise_batch: int = 4, w_nce: float = 1.0, w_kl: float = 1.0,
+                  temperature: float = 0.07) -> dict[str, torch.Tensor]:
+    """The three losses of one training step of one expert, in ``dfbook.train.fit``'s ``loss_fn(model,
+    batch)`` form (bind the options with ``functools.partial``): ``{"loss", "ce", "nce", "kl"}`` with
     ``loss = ce + w_nce * nce + w_kl * kl`` (unweighted in the figure; weights unknown [U]).
 
-    ``x``: ``(B, 3, H, W)`` normalised images, ``y``: ``(B,)`` int labels (1 = fake). The noise batch is
-    ``N(0, 1)`` in normalised-input space, i.e. noise around the ImageNet mean [I].
+    ``batch``: ``(x (B, 3, H, W) normalised images, y (B,) int labels 1 = fake, ...)``; ``expert``
+    returns ``(logits, feat)`` like :class:`Expert`. The noise batch is ``N(0, 1)`` in normalised-input
+    space, i.e. noise around the ImageNet mean [I], drawn from torch's global RNG so that ``fit``'s
+    checkpoints (which save it) resume exactly.
     """
+    x, y = batch[0], batch[1].long()
     logits, feat = expert(x)
-    noise = torch.randn((noise_batch, *x.shape[1:]), generator=generator).to(x.device)
+    noise = torch.randn((noise_batch, *x.shape[1:])).to(x.device)
     ce = F.cross_entropy(logits, y)
     nce = supcon_loss(feat, y, temperature)
     kl = noise_kl_loss(expert(noise)[0])
     return {"loss": ce + w_nce * nce + w_kl * kl, "ce": ce.detach(), "nce": nce.detach(), "kl": kl.detach()}
+
+
+# ---------------------------------------------------------------------------------------------
+# The chapter's experiment: pool, test domains, experts, scores
+# ---------------------------------------------------------------------------------------------
+def _thin_frames(df: pd.DataFrame, k: int) -> pd.DataFrame:
+    """``k`` evenly spaced frames per video (every ``n // k``-th frame of an ``n``-frame video)."""
+    by = df.groupby(manifest.video_key(df), sort=False)["frame"]
+    rank = by.rank(method="first").astype(int) - 1
+    step = (by.transform("size") // k).clip(lower=1)
+    return df[(rank % step == 0) & (rank // step < k)]
+
+
+def chapter_sets(faces: pd.DataFrame, images: pd.DataFrame, *, seen_manipulations: Sequence[str],
+                 unseen_manipulations: Sequence[str], seen_generators: Sequence[str],
+                 unseen_generators: Sequence[str], cross_domains: Sequence[str] = (), pool_frames: int = 2,
+                 test_frames: int = 4, max_per_method: int | None = None, seed: int = 0) -> dict[str, pd.DataFrame]:
+    """The competition-like data of the chapter from the mini benchmark (or real manifests with the
+    same columns): face videos of FF++-like manipulations plus generated images, as multi-FFDI mixed
+    face swaps/edits and fully generated images, and as the authors added SD and edited fakes (§3.3).
+
+    - ``pool``: the "official" train + val data (its ``split`` column is the official split; the
+      clusters are made on all of it): ``ffpp`` reals and ``seen_manipulations``, ``mini_gen`` reals
+      and ``seen_generators``.
+    - ``seen``: the test split of the same sources. ``unseen_manipulations`` / ``unseen_generators``:
+      test-split fakes of the held-out methods with the test-split reals of their source.
+      ``cross_dataset``: the test splits of ``cross_domains`` (other capture conditions).
+
+    Videos give ``pool_frames`` / ``test_frames`` evenly spaced frames; ``max_per_method`` caps the
+    images of each (method, split) of ``mini_gen`` (seeded sample). Every set holds both classes,
+    and the pool shares no identity or video with any test set (checked).
+    """
+    ff = faces[faces["domain"] == "ffpp"]
+    gen = images[(images["dataset"] == "mini_gen") & (images["domain"] == "mini_gen")]
+    if max_per_method is not None:
+        gen = gen.sample(frac=1.0, random_state=seed).groupby(["method", "split"]).head(max_per_method)
+
+    def part(df, methods, splits, frames=None):
+        df = df[df["method"].isin(["real", *methods]) & df["split"].isin(splits)]
+        return _thin_frames(df, frames) if frames else df
+
+    sets = {
+        "pool": pd.concat([part(ff, seen_manipulations, ("train", "val"), pool_frames),
+                           part(gen, seen_generators, ("train", "val"))]),
+        "seen": pd.concat([part(ff, seen_manipulations, ("test",), test_frames),
+                           part(gen, seen_generators, ("test",))]),
+        "unseen_manipulations": part(ff, unseen_manipulations, ("test",), test_frames),
+        "unseen_generators": part(gen, unseen_generators, ("test",)),
+    }
+    if cross_domains:
+        cross = faces[faces["domain"].isin(cross_domains) & (faces["split"] == "test")]
+        sets["cross_dataset"] = _thin_frames(cross, test_frames)
+    for name, df in sets.items():
+        if df["label"].nunique() < 2:
+            raise ValueError(f"chapter set {name!r} holds one class only; check the method names against the "
+                             f"corpora (faces: {sorted(faces['method'].unique())}; "
+                             f"images: {sorted(images['method'].unique())})")
+        sets[name] = df.sort_values(["dataset", "method", "video_id", "frame"]).reset_index(drop=True)
+    tests = pd.concat([df for n, df in sets.items() if n != "pool"]).drop_duplicates("path")
+    manifest.check_disjoint(pd.concat([sets["pool"].assign(split="train"), tests.assign(split="test")]))
+    return sets
+
+
+def make_expert(name: str, *, pretrained: bool = True, init_seed: int = 0) -> Expert:
+    """An :class:`Expert` around ``dfbook.backbones.create(name, num_classes=2)`` -- ``timm:<arch>``
+    (the release's experts) or ``mini:<arch>`` (the zoo). ``expert.spec`` holds the backbone's
+    preprocessing spec (size, mean, std) for :func:`load_inputs`."""
+    from dfbook import backbones
+
+    bb = backbones.create(name, pretrained=pretrained, num_classes=2, init_seed=init_seed)
+    expert = Expert(bb.model)
+    expert.spec = bb.spec
+    return expert
+
+
+def load_inputs(df: pd.DataFrame, *, size: int, mean: Sequence[float] = IMAGENET_MEAN,
+                std: Sequence[float] = IMAGENET_STD) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images of a manifest as one normalised batch: ``x`` float32 ``(N, 3, size, size)``, ``y``
+    int64 ``(N,)``. Unreadable files raise naming the file (``dfbook.imageio``). For the mini
+    benchmark's few thousand 64² images; larger sets belong in a DataLoader."""
+    from dfbook.imageio import load_images
+
+    arr, _ = load_images(list(df["path"]), size=size)
+    x = torch.from_numpy(arr).permute(0, 3, 1, 2).float().div_(255.0)
+    x = (x - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
+    return x, torch.as_tensor(df["label"].to_numpy(), dtype=torch.long)
+
+
+def train_experts(specs: Mapping[str, tuple[str, np.ndarray, np.ndarray]], x: torch.Tensor, y: torch.Tensor, *,
+                  config, noise_batch: int = 8, w_nce: float = 1.0, w_kl: float = 1.0, pretrained: bool = True,
+                  progress: bool = False) -> tuple[dict[str, Expert], pd.DataFrame]:
+    """Train one expert per entry ``name -> (backbone name, train_idx, val_idx)`` (indices into ``x``,
+    ``y``) with :func:`expert_losses` and ``dfbook.train.fit`` (``config``: a ``TrainConfig``; set
+    ``ema_decay=EMA_DECAY`` for the release's EMA, which fit bakes into the weights at the end).
+    Every expert starts from the same backbone weights, its classifier head seeded by ``config.seed``.
+
+    Returns ``({name: trained Expert in eval mode}, history with an ``expert`` column)``.
+    """
+    import functools
+
+    from dfbook import train
+
+    loss = functools.partial(expert_losses, noise_batch=noise_batch, w_nce=w_nce, w_kl=w_kl)
+    experts, histories = {}, []
+    for name, (backbone, tr, va) in specs.items():
+        expert = make_expert(backbone, pretrained=pretrained, init_seed=config.seed)
+        hist = train.fit(expert, (x[tr], y[tr]), val=(x[va], y[va]), config=config, loss_fn=loss,
+                         progress=progress)
+        experts[name] = expert.eval()
+        histories.append(hist.assign(expert=name))
+    return experts, pd.concat(histories, ignore_index=True)
+
+
+def expert_scores(experts: Mapping[str, nn.Module], x: torch.Tensor, *, batch_size: int = 256) -> pd.DataFrame:
+    """P(fake) of every expert on ``x``: a ``(N, n_experts)`` frame, one column per expert."""
+    out = {}
+    with torch.inference_mode():
+        for name, expert in experts.items():
+            expert.eval()
+            out[name] = torch.cat([F.softmax(expert(b)[0], dim=1)[:, 1] for b in x.split(batch_size)]).numpy()
+    return pd.DataFrame(out)
+
+
+def score_table(y: np.ndarray, scores: pd.DataFrame, *, keys=None, n_boot: int = 200, seed: int = 0,
+                fpr: float = 1e-3) -> pd.DataFrame:
+    """AUC and TPR at ``fpr`` with stratified bootstrap intervals for each score column (videos
+    resampled whole when ``keys`` are given). With fewer than ``1/fpr`` reals, TPR@FPR is the TPR at
+    zero false positives (the threshold sits above every real score): ``n_real`` says how many."""
+    from dfbook import metrics
+
+    y = np.asarray(y)
+    rows = []
+    for name in scores.columns:
+        s = scores[name].to_numpy()
+        a = metrics.bootstrap_ci(metrics.auc, y, s, keys=keys, n_boot=n_boot, seed=seed)
+        t = metrics.bootstrap_ci(lambda yy, ss: metrics.tpr_at_fpr(yy, ss, fpr), y, s, keys=keys,
+                                 n_boot=n_boot, seed=seed)
+        rows.append({"model": name, "auc": a.value, "auc_lo": a.lo, "auc_hi": a.hi, "tpr": t.value,
+                     "tpr_lo": t.lo, "tpr_hi": t.hi, "n_real": int((y == 0).sum()), "n_fake": int((y == 1).sum())})
+    return pd.DataFrame(rows)
+
+
+def agreement(scores: pd.DataFrame, threshold: float = 0.5) -> pd.DataFrame:
+    """Pairwise decision agreement of the score columns at ``threshold``: fraction of images on which
+    two experts give the same real/fake call, ``(n, n)`` in [0, 1]."""
+    calls = scores.to_numpy() > threshold
+    same = (calls[:, :, None] == calls[:, None, :]).mean(axis=0)
+    return pd.DataFrame(same, index=scores.columns, columns=scores.columns)
 
 
 # ---------------------------------------------------------------------------------------------

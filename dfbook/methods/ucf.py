@@ -245,8 +245,9 @@ class UCF(nn.Module):
     """The UCF detector. ``encoder_f`` / ``encoder_c`` must provide ``features(x) -> (N, feat_dim, h, w)``
     (:class:`XceptionEncoder` in ``full``, :class:`AdjustedEncoder` in ``mini``).
 
-    ``forward(x)`` = inference: common-head logits ``(N, 2)`` (what Grad-CAM and ``predict`` use).
-    ``forward_train(x)`` = training pass on a paired batch, returning every output the loss needs.
+    ``forward(x)`` = inference: common-head logits ``(N, 2)`` (what Grad-CAM and ``train.predict`` use).
+    ``forward(x, paired=True)`` = :meth:`forward_train`, the training pass on a paired batch returning every output
+    the loss needs (through ``forward`` so a DDP wrapper synchronises gradients).
     ``n_specific`` = 1 + number of manipulations (5 for FF++).
     """
 
@@ -262,8 +263,11 @@ class UCF(nn.Module):
         self.block_sha = Conv2d1x1(feat_dim, half, half)
         self.feat_dim, self.n_specific, self.shuffle_p = feat_dim, n_specific, shuffle_p
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``(N, 3, H, W)`` normalised -> common-head logits ``(N, 2)``; encoder_c and the decoder are unused."""
+    def forward(self, x: torch.Tensor, paired: bool = False, generator: torch.Generator | None = None):
+        """``(N, 3, H, W)`` normalised -> common-head logits ``(N, 2)``; encoder_c and the decoder are unused.
+        ``paired=True``: the training outputs of :meth:`forward_train` instead."""
+        if paired:
+            return self.forward_train(x, generator)
         return self.head_sha(self.block_sha(self.encoder_f.features(x)))[0]
 
     @torch.no_grad()
@@ -341,8 +345,8 @@ def losses(out: dict, x: torch.Tensor, label_spe: torch.Tensor, weights: dict | 
            margin: float = MARGIN, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
     """All UCF loss terms for ``out = model.forward_train(x)``; ``label_spe`` ``(2B,)`` (0 = real, 1.. = method).
     The binary label is the pair layout itself (first half 0, second half 1), as in ``pairDataset.collate_fn``.
-    Returns ``overall`` (the weighted sum to minimise) and ``common, specific, reconstruction, contrastive`` plus
-    the four L1 terms ``rec_<name>``; weights default to :data:`LOSS_WEIGHTS`."""
+    Returns ``loss`` (the weighted sum to minimise; DeepfakeBench's ``overall``) and ``common, specific,
+    reconstruction, contrastive`` plus the four L1 terms ``rec_<name>``; weights default to :data:`LOSS_WEIGHTS`."""
     w = {**LOSS_WEIGHTS, **(weights or {})}
     half = x.shape[0] // 2
     label = torch.cat([torch.zeros(half), torch.ones(half)]).long().to(x.device)
@@ -356,8 +360,22 @@ def losses(out: dict, x: torch.Tensor, label_spe: torch.Tensor, weights: dict | 
              "specific": F.cross_entropy(out["cls_spe"], label_spe),
              "reconstruction": sum(rec_terms.values()),
              "contrastive": contrastive_loss(out["feat"], out["feat_spe"], label_spe, margin, generator)}
-    overall = sum(w[k] * v for k, v in terms.items())
-    return {"overall": overall, **terms, **rec_terms}
+    return {"loss": sum(w[k] * v for k, v in terms.items()), **terms, **rec_terms}
+
+
+def loss_fn(model: nn.Module, batch, weights: dict | None = None) -> dict[str, torch.Tensor]:
+    """``dfbook.train.fit`` loss. Training batches from :class:`PairDataset` are ``(x_real, x_fake, spe_fake)``
+    -> all UCF terms (:func:`losses`). Validation batches ``(x, y)`` -> DeepfakeBench's test loss, the common-head
+    cross-entropy only (``get_test_losses``). Randomness (shuffle, contrastive anchors) uses torch's global RNG,
+    which ``fit`` seeds and checkpoints."""
+    if len(batch) == 3:
+        x_real, x_fake, spe_fake = batch
+        x = torch.cat([x_real, x_fake])
+        label_spe = torch.cat([torch.zeros_like(spe_fake), spe_fake]).long()
+        return losses(model(x, paired=True), x, label_spe, weights)
+    x, y = batch[0], batch[1]
+    common = F.cross_entropy(model(x), y.long())
+    return {"loss": common, "common": common}
 
 
 def optimizer(model: nn.Module, lr: float = RECIPE["lr"], weight_decay: float = RECIPE["weight_decay"]
@@ -405,13 +423,16 @@ def load_deepfakebench(model: UCF, path: str | Path | None = None) -> UCF:
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
     state = {k.removeprefix("module."): v for k, v in state.items()}
-    ours = set(model.state_dict())
-    missing, unexpected = sorted(ours - set(state)), sorted(set(state) - ours)
-    if missing or unexpected:
+    ours = model.state_dict()
+    missing, unexpected = sorted(set(ours) - set(state)), sorted(set(state) - set(ours))
+    reshaped = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in ours.items()
+                if k in state and state[k].shape != v.shape]
+    if missing or unexpected or reshaped:
         raise ValueError(
-            f"{path}: keys do not match this UCF (strict loading): {len(missing)} missing e.g. {missing[:4]}, "
-            f"{len(unexpected)} unexpected e.g. {unexpected[:4]}. A DeepfakeBench ucf_best.pth needs "
-            "build_full(n_specific=5); a checkpoint of the mini model needs the same build() arguments.")
+            f"{path} does not match this UCF (strict loading): {len(missing)} missing e.g. {missing[:4]}, "
+            f"{len(unexpected)} unexpected e.g. {unexpected[:4]}, {len(reshaped)} with other shapes e.g. "
+            f"{reshaped[:3]}. A DeepfakeBench ucf_best.pth needs build_full(n_specific=5); a checkpoint of the mini "
+            "model needs the same build() arguments it was trained with.")
     model.load_state_dict(state, strict=True)
     return model
 
@@ -540,6 +561,57 @@ def to_tensor(imgs: np.ndarray) -> torch.Tensor:
         arr = arr[None]
     t = torch.from_numpy(np.ascontiguousarray(arr)).permute(0, 3, 1, 2).float().div(255.0)
     return (t - 0.5) / 0.5
+
+
+class PairDataset(torch.utils.data.Dataset):
+    """DeepfakeBench ``pairDataset`` over in-memory uint8 images: item ``i`` = fake ``i`` with a uniformly random
+    real, both through :func:`augment` (if ``train_augment``), optional :func:`gaussian_noise` and
+    :func:`to_tensor`. Returns ``(x_real (3, H, W), x_fake (3, H, W), spe_fake)``; the default collate stacks them
+    into the ``(x_real, x_fake, spe)`` batches :func:`loss_fn` expects (reals first, as upstream's collate_fn).
+
+    ``real``/``fake``: ``(N, H, W, 3)`` uint8; ``spe_fake``: ``(N_fake,)`` method ids >= 1 (:func:`specific_labels`).
+    The random real and the augmentation draws come from torch's global RNG, so ``fit``'s (seed, epoch) order and
+    checkpointed RNG state make a run reproducible and resumable (single-process loading, ``num_workers=0``)."""
+
+    def __init__(self, real: np.ndarray, fake: np.ndarray, spe_fake: np.ndarray, *, train_augment: bool = True,
+                 noise_sigma: float = 0.0, noise_wrap: bool = False, resolution: int | None = None):
+        spe_fake = np.asarray(spe_fake)
+        if len(spe_fake) != len(fake) or (spe_fake < 1).any():
+            raise ValueError(f"spe_fake needs one method id >= 1 per fake image ({len(fake)} fakes, got "
+                             f"{len(spe_fake)} ids, min {spe_fake.min() if len(spe_fake) else None})")
+        if len(real) < 1 or len(fake) < 1:
+            raise ValueError(f"PairDataset needs reals and fakes (got {len(real)} reals, {len(fake)} fakes)")
+        self.real, self.fake, self.spe = real, fake, torch.as_tensor(spe_fake).long()
+        self.train_augment, self.noise_sigma, self.noise_wrap = train_augment, noise_sigma, noise_wrap
+        self.resolution = resolution or fake.shape[1]
+
+    def __len__(self) -> int:
+        return len(self.fake)
+
+    def _prepare(self, img: np.ndarray, rng: np.random.Generator) -> torch.Tensor:
+        if self.train_augment:
+            img = augment(img, rng, self.resolution)
+        if self.noise_sigma > 0:
+            img = gaussian_noise(img, self.noise_sigma, rng, wrap=self.noise_wrap)
+        return to_tensor(img)[0]
+
+    def __getitem__(self, i: int):
+        j = int(torch.randint(len(self.real), ()).item())
+        rng = np.random.default_rng(int(torch.randint(2**62, ()).item()))
+        return self._prepare(self.real[j], rng), self._prepare(self.fake[i], rng), self.spe[i]
+
+
+def specific_labels(methods, order: tuple[str, ...] | list[str] | None = None) -> tuple[np.ndarray, tuple[str, ...]]:
+    """Method names -> specific-head labels: ``real`` -> 0, the manipulations -> 1..K in ``order`` (default: sorted
+    names). Returns ``(labels (N,), ("real", *order))``. Unknown names raise (no silent relabelling)."""
+    methods = np.asarray(methods, dtype=object)
+    order = tuple(order) if order is not None else tuple(sorted(set(methods) - {"real"}))
+    names = ("real", *order)
+    unknown = sorted(set(methods) - set(names))
+    if unknown:
+        raise ValueError(f"methods {unknown} are not in the specific-head order {names}; pass order=...")
+    lookup = {name: i for i, name in enumerate(names)}
+    return np.array([lookup[m] for m in methods], dtype=np.int64), names
 
 
 def pair_epoch(n_real: int, n_fake: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
