@@ -61,7 +61,7 @@ def _local_weights(name: str) -> Path | None:
 
 
 def file_identity(path: Path) -> str:
-    """Weights identity of a file: name, size and SHA-256 of its first and last MiB. Hashing the whole of
+    """Weights identity of a file's content: size and SHA-256 of its first and last MiB. Hashing the whole of
     a 1.7 GB ViT-L checkpoint would add seconds to every chapter start; size + both ends change with any
     real re-training or re-download."""
     size = path.stat().st_size
@@ -70,7 +70,7 @@ def file_identity(path: Path) -> str:
         h.update(f.read(1 << 20))
         f.seek(max(0, size - (1 << 20)))
         h.update(f.read(1 << 20))
-    return f"file:{path.name}:{size}:{h.hexdigest()[:16]}"
+    return f"file:{size}:{h.hexdigest()[:16]}"
 
 
 def _offline() -> None:
@@ -319,10 +319,16 @@ def _fetch_hint_openclip(arch: str, tag: str, expected: Path) -> str:
 def _create_openclip(arch: str, tag: str | None, pretrained: bool, weights: Path | None):
     import open_clip
 
-    source = None
+    source, extra = None, {}
     if pretrained:
         source = str(weights) if weights is not None else tag
-    model, train_preprocess, preprocess = open_clip.create_model_and_transforms(arch, pretrained=source)
+    if weights is not None and tag:
+        # A file loses what the tag implies: OpenAI weights need QuickGELU (silently worse features without
+        # it) and some tags carry their own normalisation (open_clip/pretrained.py).
+        cfg = open_clip.get_pretrained_cfg(arch, tag)
+        extra = {"force_quick_gelu": bool(cfg.get("quick_gelu")),
+                 **{f"image_{k}": cfg[k] for k in ("mean", "std", "interpolation", "resize_mode") if k in cfg}}
+    model, train_preprocess, preprocess = open_clip.create_model_and_transforms(arch, pretrained=source, **extra)
     return model, preprocess, train_preprocess, open_clip.get_tokenizer(arch)
 
 

@@ -69,11 +69,15 @@ def assign(df: pd.DataFrame, fractions: dict[str, float] | None = None, *, seed:
 def select(df: pd.DataFrame, *, methods: str | Iterable[str] | None = None, splits: str | Iterable[str] | None = None,
            domains: str | Iterable[str] | None = None, include_real: bool = True) -> pd.DataFrame:
     """Rows of the given fake ``methods`` (all when None) plus the reals, restricted to ``splits``
-    and ``domains`` (matched on ``domain`` when present, else ``dataset``)."""
+    and ``domains`` (matched on ``domain`` when present, else ``dataset``). Without ``domains``,
+    the reals come only from the domains where the selected methods occur (FF++'s reals, not
+    Celeb-DF's, go with FF++'s Deepfakes)."""
     mask = pd.Series(True, index=df.index)
     methods, splits, domains = _as_list(methods), _as_list(splits), _as_list(domains)
+    col = "domain" if "domain" in df else "dataset"
+    if domains is None and methods is not None:
+        domains = sorted(df.loc[df["method"].isin(methods) & (df["label"] == 1), col].unique()) or None
     if domains is not None:
-        col = "domain" if "domain" in df else "dataset"
         unknown = set(domains) - set(df[col])
         if unknown:
             raise KeyError(f"domain(s) {sorted(unknown)} not in the manifest; it has {sorted(set(df[col]))}")

@@ -2,13 +2,13 @@
 
 Architectures (``mini:<arch>``), all at 64x64 input, built from the libraries' own configurations:
 
-==============  ==================================================================================
-``clip``        open_clip ``CLIP``: ViT image tower (patch 8, 4 blocks) + text transformer (2 blocks)
-``convnext``    timm ``convnext_atto`` with depths (1,1,2,1), dims (24,48,96,192)
-``resnet``      timm ``resnet18`` (BasicBlock) with one block per stage, channels (24,48,96,192)
-``xception``    timm aligned Xception (``xception41``) with a 4-block entry/middle/exit flow
-``efficientnet````timm ``efficientnet_b0`` compound-scaled down (width x0.35, depth x0.34)
-==============  ==================================================================================
+================  ================================================================================
+``clip``          open_clip ``CLIP``: ViT image tower (patch 8, 4 blocks) + text transformer (2 blocks)
+``convnext``      timm ``convnext_atto`` with depths (1,1,2,1), dims (16,32,64,128)
+``resnet``        timm ``resnet18`` (BasicBlock), one block per stage, channels (24,48,96,192), deep stem
+``xception``      timm aligned Xception (``xception41``), 5-block entry/middle/exit flow, stride-4 stem
+``efficientnet``  timm ``efficientnet_b0`` compound-scaled down (width x0.35, depth x0.34)
+================  ================================================================================
 
 Pretraining data: the ``dataset == "mini_pretrain"`` rows of ``corpus.load("images")`` -- real photos with a
 ``content`` class and a ``caption``. :func:`pool` refuses any other row, so no real/fake label or fake
@@ -61,15 +61,17 @@ CLIP_CFG = {
 ARCHS: dict[str, dict] = {
     "clip": {"library": "openclip", "cfg": CLIP_CFG},
     "convnext": {"library": "timm", "arch": "convnext_atto",
-                 "kwargs": {"depths": (1, 1, 2, 1), "dims": (24, 48, 96, 192)}},
+                 "kwargs": {"depths": (1, 1, 2, 1), "dims": (16, 32, 64, 128)}},
     "resnet": {"library": "timm", "arch": "resnet18",
-               "kwargs": {"layers": (1, 1, 1, 1), "channels": (24, 48, 96, 192), "stem_width": 24}},
+               "kwargs": {"layers": (1, 1, 1, 1), "channels": (24, 48, 96, 192), "stem_type": "deep",
+                          "stem_width": 12}},
     "xception": {"library": "timm", "arch": "xception41", "kwargs": {"block_cfg": [
         {"in_chs": 64, "out_chs": 64, "stride": 2},
         {"in_chs": 64, "out_chs": 128, "stride": 2},
         {"in_chs": 128, "out_chs": 128, "stride": 1},
-        {"in_chs": 128, "out_chs": (128, 192, 256), "stride": 2, "no_skip": True, "start_with_relu": False},
-    ]}},
+        {"in_chs": 128, "out_chs": (128, 192, 256), "stride": 2},
+        {"in_chs": 256, "out_chs": (256, 256, 256), "stride": 1, "no_skip": True, "start_with_relu": False},
+    ]}, "stem_stride": 4},
     "efficientnet": {"library": "timm", "arch": "efficientnet_b0",
                      "scale": {"channel_multiplier": 0.35, "depth_multiplier": 0.34}},
 }
@@ -80,8 +82,8 @@ EDITS = {
     "jpeg": ((None, 60, 25), ("", "recompressed", "heavily recompressed")),
 }
 RECIPE = {
-    "clip": {"steps": 300, "batch_size": 128, "lr": 2e-3, "weight_decay": 0.05, "edit_p": 0.5},
-    "cnn": {"steps": 150, "batch_size": 128, "lr": 3e-3, "weight_decay": 0.05, "edit_p": 0.5, "edit_weight": 1.0},
+    "clip": {"steps": 250, "batch_size": 128, "lr": 2e-3, "weight_decay": 0.05, "edit_p": 0.5},
+    "cnn": {"steps": 80, "batch_size": 128, "lr": 3e-3, "weight_decay": 0.05, "edit_p": 0.5, "edit_weight": 1.0},
 }
 CORPUS = {}          # corpus.load("images", **CORPUS) parameters of the pretraining pool
 HELD_OUT = 500       # pool images kept out of pretraining, to measure what it learned
@@ -106,6 +108,15 @@ def _timm_model(arch: str, num_classes: int, **kw) -> nn.Module:
     else:
         model = timm.create_model(spec["arch"], pretrained=False, num_classes=num_classes,
                                   pretrained_cfg_overlay=overlay, **{**spec["kwargs"], **kw})
+    if spec.get("stem_stride") == 4:
+        # Xception's stem is fixed at stride 2 with 64 channels, which at 64 px costs 60% of the network's
+        # FLOPs; a stride-2 second stem conv (stride 4 overall, like ResNet/ConvNeXt stems) cuts it ~4x.
+        from functools import partial
+
+        from timm.layers import ConvNormAct
+
+        model.stem[1] = ConvNormAct(32, 64, kernel_size=3, stride=2,
+                                    norm_layer=partial(nn.BatchNorm2d, eps=1e-3, momentum=0.1))
     return model
 
 
@@ -140,6 +151,8 @@ def create(arch: str, *, pretrained: bool = True, num_classes: int = 0, init_see
     ``num_classes=k`` adds a fresh k-way head."""
     _check_arch(arch)
     name = f"mini:{arch}"
+    if kw and ARCHS[arch]["library"] == "openclip":
+        raise TypeError(f"unexpected keyword arguments for {name}: {sorted(kw)}")
     with backbones._seeded(init_seed):
         if ARCHS[arch]["library"] == "openclip":
             clip = _clip_model()
@@ -261,7 +274,7 @@ def pretrain(arch: str, *, df: pd.DataFrame | None = None, recipe: dict | None =
             return path
         data = check_pool(pool() if df is None else df)
         train_df, held = split(data, seed=seed)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         imgs, n_skip = imageio.load_images(train_df["path"], SIZE)
         if n_skip:
             raise RuntimeError(f"{n_skip} pretraining images could not be read")  # unreachable: strict mode
@@ -270,14 +283,14 @@ def pretrain(arch: str, *, df: pd.DataFrame | None = None, recipe: dict | None =
         model = create(arch, pretrained=False, init_seed=seed)
         fit = _fit_clip if family == "clip" else _fit_cnn
         history = fit(model, train_df, imgs, recipe, np.random.default_rng(seed))
-        seconds = time.perf_counter() - t0
+        seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
         target = model.clip if family == "clip" else model.model
         tmp = path.with_suffix(f".tmp{int(time.time() * 1e6)}")
         torch.save(target.state_dict(), tmp)
         tmp.replace(path)
         held_metrics = evaluate(model, held, classes=sorted(data["content"].unique()))
         meta = {"key": k, "arch": arch, "recipe": recipe, "seed": seed, "train_images": len(train_df),
-                "held_out": len(held), "seconds": round(seconds, 1), "threads": torch.get_num_threads(),
+                "held_out": len(held), "seconds": round(seconds, 1), "cpu_seconds": round(cpu, 1), "threads": torch.get_num_threads(),
                 "history": history, "held_out_metrics": held_metrics, "params": model.params()}
         path.with_suffix(".json").write_text(json.dumps(meta, indent=1))
         log.info("mini:%s pretrained in %.0f s: %s", arch, seconds, held_metrics)
@@ -327,15 +340,30 @@ def _augment(imgs: np.ndarray, rng, p: float) -> tuple[np.ndarray, np.ndarray]:
     return x, levels
 
 
+def spectrum(x: torch.Tensor, cells: int = 8) -> torch.Tensor:
+    """Self-supervised low-level target: the log amplitude spectrum of each image's grey level, centred and
+    average-pooled to ``cells x cells`` -> ``(N, cells**2)``, standardised over the batch. Peaks of periodic
+    patterns (resampling, block artefacts, sensor patterns) land in distinct cells."""
+    grey = x.mean(1)
+    amp = torch.fft.fftshift(torch.fft.fft2(grey - grey.mean((1, 2), keepdim=True)).abs(), dim=(-2, -1))
+    s = nn.functional.adaptive_avg_pool2d(torch.log1p(amp)[:, None], cells).flatten(1)
+    return (s - s.mean(0)) / (s.std(0) + 1e-6)
+
+
 def _fit_clip(bb: backbones.Backbone, df: pd.DataFrame, imgs: np.ndarray, recipe: dict, rng) -> list[float]:
-    """Contrastive (InfoNCE, both directions) on captions + the words of the random edits."""
+    """Contrastive (InfoNCE, both directions) on captions + the words of the random edits, plus
+    ``spectrum_weight`` x MSE of a linear prediction of :func:`spectrum` from the image embedding."""
     clip, (mean, std) = bb.clip, OPENAI_CLIP
     captions = df["caption"].astype(str).to_numpy()
+    w_spec = recipe.get("spectrum_weight", 0.0)
+    spec_head = nn.Linear(bb.dim, 64)
 
     def loss_fn(idx):
         x, levels = _augment(imgs[idx], rng, recipe["edit_p"])
         texts = [f"{c}, {w}" if w else c for c, w in zip(captions[idx], _edit_words(levels))]
-        img_f = nn.functional.normalize(clip.encode_image(_to_tensor(x, mean, std)), dim=-1)
+        xt = _to_tensor(x, mean, std)
+        emb = clip.encode_image(xt)
+        img_f = nn.functional.normalize(emb, dim=-1)
         txt_f = nn.functional.normalize(clip.encode_text(bb.tokenizer(texts)), dim=-1)
         with torch.no_grad():
             clip.logit_scale.clamp_(0, float(np.log(100)))
@@ -344,10 +372,18 @@ def _fit_clip(bb: backbones.Backbone, df: pd.DataFrame, imgs: np.ndarray, recipe
         codes = pd.factorize(pd.Series(texts))[0]
         same = torch.from_numpy((codes[:, None] == codes[None, :]).astype(np.float32))
         target = same / same.sum(1, keepdim=True)
-        return (nn.functional.cross_entropy(logits, target) + nn.functional.cross_entropy(logits.T, target)) / 2
+        loss = (nn.functional.cross_entropy(logits, target) + nn.functional.cross_entropy(logits.T, target)) / 2
+        if w_spec:
+            loss = loss + w_spec * nn.functional.mse_loss(spec_head(emb), spectrum(xt))
+        return loss
 
+    if recipe.get("freeze_patch_embed"):
+        # Keep the random patch projection: a trained 192->width projection keeps the colours and shapes
+        # captions talk about and drops the pixel-level detail; a random one passes a bit of everything on.
+        clip.visual.conv1.requires_grad_(False)
     clip.train()
-    history = _train(clip.parameters(), recipe, len(imgs), rng, loss_fn, "pretrain mini:clip")
+    params = [p for p in [*clip.parameters(), *spec_head.parameters()] if p.requires_grad]
+    history = _train(params, recipe, len(imgs), rng, loss_fn, "pretrain mini:clip")
     clip.eval()
     return history
 
@@ -378,7 +414,9 @@ def _fit_cnn(bb: backbones.Backbone, df: pd.DataFrame, imgs: np.ndarray, recipe:
 
 @torch.inference_mode()
 def embed(bb: backbones.Backbone, df: pd.DataFrame, batch_size: int = 256) -> np.ndarray:
-    """Image embeddings ``(N, dim)`` of ``df``'s images (unedited), with the backbone's normalisation."""
+    """Image embeddings ``(N, dim)`` of ``df``'s images (unedited), with the backbone's normalisation.
+    Deliberately not :func:`dfbook.features.extract`: checks made while pretraining must not fill the
+    feature cache with entries of weights that may be discarded."""
     bb.eval()
     mean, std = bb.spec["mean"], bb.spec["std"]
     out = []

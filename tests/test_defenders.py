@@ -282,3 +282,78 @@ def test_expert_trains_with_dfbook_fit_and_ema(tmp_path):
     loaded = d.load_released(tmp_path, ("test_efficientnet",))
     with torch.inference_mode():
         torch.testing.assert_close(loaded(x), model.eval()(x))
+
+
+# -- chapter helpers ---------------------------------------------------------------------------------
+def _frames(dataset, domain, method, n_videos, n_frames, split, label, start=0):
+    return pd.DataFrame([{"path": f"{dataset}/{method}/{split}/{v}/{f}.png", "label": label, "dataset": dataset,
+                          "domain": domain, "method": method, "video_id": f"{split}{v}", "frame": f,
+                          "identity": f"{dataset}-{split}-{v}", "split": split}
+                         for v in range(start, start + n_videos) for f in range(n_frames)])
+
+
+def test_thin_frames_evenly_spaced():
+    df = _frames("ffpp", "ffpp", "real", 2, 16, "train", 0)
+    out = d._thin_frames(df, 4)
+    assert out.groupby("video_id")["frame"].apply(list).tolist() == [[0, 4, 8, 12]] * 2
+    assert len(d._thin_frames(df, 32)) == 32  # asking for more frames than exist keeps them all
+
+
+def test_chapter_sets_disjoint_and_two_classed():
+    faces = pd.concat([_frames("ffpp", "ffpp", m, 3, 8, s, int(m != "real"))
+                       for m in ("real", "Deepfakes", "Face2Face") for s in ("train", "val", "test")]
+                      + [_frames("celebdf_v2", "celebdf_v2", m, 2, 8, "test", int(m != "real"))
+                         for m in ("real", "Celeb-synthesis")])
+    images = pd.concat([_frames("mini_gen", "mini_gen", m, 10, 1, s, int(m != "real"))
+                        for m in ("real", "progan", "adm") for s in ("train", "val", "test")]
+                       + [_frames("mini_pretrain", "mini_pretrain", "real", 5, 1, "train", 0)])
+    sets = d.chapter_sets(faces, images, seen_manipulations=["Deepfakes"], unseen_manipulations=["Face2Face"],
+                          seen_generators=["progan"], unseen_generators=["adm"], cross_domains=["celebdf_v2"],
+                          pool_frames=2, test_frames=4, max_per_method=6, seed=0)
+    assert set(sets) == {"pool", "seen", "unseen_manipulations", "unseen_generators", "cross_dataset"}
+    pool = sets["pool"]
+    assert set(pool["split"]) == {"train", "val"} and "mini_pretrain" not in set(pool["dataset"])
+    assert pool[pool["dataset"] == "ffpp"].groupby(["method", "video_id"]).size().eq(2).all()
+    assert pool[pool["dataset"] == "mini_gen"].groupby(["method", "split"]).size().le(6).all()
+    assert set(sets["unseen_generators"]["method"]) == {"real", "adm"}
+    assert all(df["label"].nunique() == 2 for df in sets.values())
+    with pytest.raises(ValueError, match="one class only"):
+        d.chapter_sets(faces, images, seen_manipulations=["Deepfakes"], unseen_manipulations=["NoSuchMethod"],
+                       seen_generators=["progan"], unseen_generators=["adm"])
+
+
+def test_load_inputs_normalises(tmp_path):
+    folder = _write_images(tmp_path / "imgs")
+    df = pd.DataFrame({"path": sorted(str(p) for p in folder.glob("*.png")), "label": [0, 1, 1]})
+    x, y = d.load_inputs(df, size=32)
+    assert x.shape == (3, 3, 32, 32) and x.dtype == torch.float32 and y.tolist() == [0, 1, 1]
+    assert -2.2 < float(x.min()) < 0 < float(x.max()) < 2.7  # ImageNet-normalised range
+
+
+def test_scores_tables_and_agreement():
+    rng = np.random.default_rng(0)
+    y = np.repeat([0, 1], 50)
+    scores = pd.DataFrame({"good": np.clip(y * 0.6 + rng.random(100) * 0.5, 0, 1), "random": rng.random(100)})
+    table = d.score_table(y, scores, n_boot=50, seed=0).set_index("model")
+    assert table.loc["good", "auc"] > 0.9 > table.loc["random", "auc"]
+    assert (table["auc_lo"] <= table["auc"]).all() and (table["auc"] <= table["auc_hi"]).all()
+    assert table["n_real"].eq(50).all()
+    agree = d.agreement(scores)
+    assert agree.loc["good", "good"] == 1.0 and 0 < agree.loc["good", "random"] < 1
+    motivation = d.motivation_table({"official": 0.99, "cluster_0": 0.8}, table.reset_index().assign(
+        model=["official", "cluster_0"])).set_index("model")
+    assert motivation.loc["official", "gap"] == pytest.approx(0.99 - table.loc["good", "auc"])
+    assert motivation.loc["cluster_0", "validated_on"] == "held-out cluster"
+
+
+def test_demo_check_reads_expected_from_file_names():
+    table = pd.DataFrame({"path": ["x/img_1_should_be_0.0016829653177410.jpg", "x/other.jpg"], "score": [0.0017, 0.5]})
+    out = d.demo_check(table)
+    assert len(out) == 1 and out["abs_error"].iloc[0] == pytest.approx(abs(0.0017 - 0.0016829653177410))
+
+
+def test_expert_archs_and_book_backbones():
+    assert d.expert_archs(["a", "b"], 5) == ["a", "b", "a", "b", "a"]
+    expert = d.build_expert("mini:convnext")  # lib:arch names go through dfbook.backbones (random init here)
+    logits, feat = expert(torch.randn(2, 3, 64, 64))
+    assert logits.shape == (2, 2) and feat.shape[0] == 2 and expert.spec["size"] == [64, 64]

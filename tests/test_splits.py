@@ -90,3 +90,13 @@ def test_imbalance_thins_one_group_in_train_only():
         assert len(out[out["split"] == s]) == len(df[df["split"] == s])
     with pytest.raises(ValueError, match="no training identity"):
         splits.imbalance(df, "skin_group", "purple", 0.5)
+
+
+def test_select_takes_reals_from_the_methods_domain_only():
+    a = splits.assign(toy(seed=0), seed=0)
+    other = a.assign(domain="other", dataset="other", method=np.where(a["label"] == 1, "Other", "real"),
+                     identity="o" + a["identity"], source_identity="", path="o/" + a["path"])
+    both = pd.concat([a, other], ignore_index=True)
+    sel = splits.select(both, methods="FaceSwap", splits="train")
+    assert set(sel["domain"]) == {"toy"}
+    assert set(splits.select(both, splits="train")["domain"]) == {"toy", "other"}

@@ -350,3 +350,46 @@ def test_pair_dataset_with_train_fit_is_reproducible():
     assert np.array_equal(p1, p2) and p1.shape == (14,)
     with pytest.raises(ValueError, match="method id"):
         ucf.PairDataset(real, fake, np.zeros(8, int))
+
+
+def test_body_normalisation_is_converted():
+    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+    enc = ucf.AdjustedEncoder(nn.Identity(), 4, body_channels=3, body_norm=(mean, std))
+    img = torch.rand(1, 3, 2, 2)                                             # [0, 1] pixels
+    ucf_input = (img - 0.5) / 0.5                                            # what UCF receives
+    expected = (img - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
+    assert torch.allclose(ucf_input * enc.in_scale + enc.in_shift, expected, atol=1e-5)
+    assert "in_scale" not in enc.state_dict()                               # no extra checkpoint keys
+
+
+def test_sample_frames_even_per_video():
+    import pandas as pd
+
+    df = pd.DataFrame({"dataset": "d", "method": "real", "video_id": np.repeat(["a", "b"], [16, 3]),
+                       "frame": np.r_[np.arange(16)[::-1], np.arange(3)]})
+    out = ucf.sample_frames(df, 4)
+    assert sorted(out.loc[out["video_id"] == "a", "frame"]) == [0, 4, 8, 12]
+    assert sorted(out.loc[out["video_id"] == "b", "frame"]) == [0, 1, 2]       # short video kept whole
+
+
+def test_selection_table_corrected_vs_best_on_test():
+    y = np.array([0, 0, 1, 1])
+    per_epoch = {"cross": [np.array([0.1, 0.2, 0.3, 0.4]), np.array([0.4, 0.3, 0.2, 0.1]),
+                           np.array([0.3, 0.1, 0.2, 0.4])]}
+    t = ucf.selection_table(per_epoch, {"cross": y}, val_epoch=2)
+    row = t.iloc[0]
+    assert row["corrected_auc"] == 0.0 and row["corrected_epoch"] == 2
+    assert row["best_on_test_auc"] == 1.0 and row["best_on_test_epoch"] == 1
+    assert row["optimism"] == 1.0
+
+
+def test_read_tensorboard(tmp_path):
+    from torch.utils.tensorboard import SummaryWriter
+
+    with SummaryWriter(str(tmp_path)) as w:
+        for step in range(3):
+            w.add_scalar("epoch/val_auc", 0.5 + step / 10, step)
+    logged = ucf.read_tensorboard(tmp_path)
+    assert logged["value"].round(3).tolist() == [0.5, 0.6, 0.7] and set(logged["tag"]) == {"epoch/val_auc"}
+    with pytest.raises(FileNotFoundError, match="no TensorBoard scalars"):
+        ucf.read_tensorboard(tmp_path / "empty")

@@ -12,8 +12,9 @@ landmarks; the caller compresses real and fake clips the same way afterwards, as
 ``Face2Face``      expression transfer: the target re-rendered with the source's mouth and
                    eye motion, without fine skin texture (a model fit cannot recover it) and
                    with the fit's flatter lighting, pasted over the lower face.
-``FaceSwap``       graphics swap: the donor's textured model, frontally lit and not colour
-                   corrected, pasted with a sharp mask over the whole face (boundary visible).
+``FaceSwap``       graphics swap: the donor's textured model, frontally lit, only partly
+                   colour-corrected and tinted, pasted with a sharp mask over the whole face
+                   (boundary and colour mismatch visible).
 ``NeuralTextures`` mouth re-texturing: the mouth region re-rendered from the source's mouth
                    motion through a "neural renderer" (low-pass plus a faint periodic pattern
                    from its up-sampling layers).
@@ -48,7 +49,7 @@ def _jitter_motion(motion: dict, size: int, rng: np.random.Generator, px: float)
 def _mask(motion: dict, size: int, centre: tuple, radii: tuple, feather_px: float) -> np.ndarray:
     """Soft elliptical blend mask ``(T, H, W)`` in face coordinates, edge ``feather_px`` pixels wide."""
     u, v, px = fr.local_coords(motion, size)
-    d = fr._ellipse(u, v, centre[0], centre[1], radii[0], radii[1])
+    d = fr.ellipse_sdf(u, v, centre[0], centre[1], radii[0], radii[1])
     return np.clip(0.5 - d / (px * max(feather_px, 1e-3)), 0.0, 1.0)
 
 
@@ -88,15 +89,18 @@ def swap(target: np.ndarray, t_ident: dict, motion: dict, donor: dict, size: int
          background: dict, *, decode_res: float = 0.4, colour_match: float = 0.8, feather_px: float = 2.0,
          radii: tuple = (0.62, 0.8), centre: tuple = (0.0, 0.12), jitter_px: float = 0.6,
          gain_jitter: float = 0.02, texture: float = 1.0, shading: float = 1.0, frontal_light: bool = False,
-         tint: float = 0.0, noise_sigma: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+         tint: float = 0.0, noise_sigma: float = 0.0, blur_sigma: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
     """Paste ``donor``'s face, driven by the target's pose and expression, onto ``target``.
 
     The knobs make the swap family: ``decode_res`` < 1 is the autoencoder's low-resolution decoder
     (Deepfakes, Celeb-DF, FakeApp), ``colour_match`` 0 plus ``tint`` and ``frontal_light`` give
-    FaceSwap's colour and lighting mismatch, ``feather_px`` sets how visible the boundary is."""
+    FaceSwap's colour and lighting mismatch, ``feather_px`` sets how visible the boundary is.
+    ``noise_sigma`` / ``blur_sigma`` give the pasted face the target video's sensor noise and
+    optics blur (grey levels / pixels), so sharpness alone does not betray the swap."""
     jm = _jitter_motion(motion, size, rng, jitter_px)
     light = np.zeros_like(motion["light"]) if frontal_light else None
     face, lm, _ = fr.render(donor, jm, size, background, texture=texture, shading=shading, light=light)
+    face = _blur(face, blur_sigma)
     if noise_sigma > 0:  # the donor's own source video had sensor noise too
         face = face + rng.normal(0, noise_sigma / 255.0, face.shape).astype(np.float32)
     if decode_res < 1:
@@ -152,15 +156,17 @@ def neural_textures(target: np.ndarray, t_ident: dict, motion: dict, source_moti
 
 def manipulate(method: str, target: np.ndarray, t_ident: dict, motion: dict, *, donor: dict,
                source_motion: dict, size: int, rng: np.random.Generator, background: dict,
-               noise_sigma: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
-    """Apply one of the four FF++-like methods (``METHODS``) with its default parameters."""
+               noise_sigma: float = 0.0, blur_sigma: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """Apply one of the four FF++-like methods (``METHODS``) with its default parameters;
+    ``noise_sigma`` / ``blur_sigma`` are the target video's capture noise and blur."""
     if method == "Deepfakes":
         return swap(target, t_ident, motion, donor, size, rng, background, decode_res=0.5, colour_match=0.8,
-                    feather_px=2.0, radii=(0.58, 0.75), noise_sigma=noise_sigma)
+                    feather_px=2.0, radii=(0.58, 0.75), noise_sigma=noise_sigma, blur_sigma=blur_sigma)
     if method == "FaceSwap":
-        return swap(target, t_ident, motion, donor, size, rng, background, decode_res=1.0, colour_match=0.0,
-                    tint=0.04, frontal_light=True, shading=0.5, texture=0.8, feather_px=0.6,
-                    radii=(0.8, 0.88), centre=(0.0, 0.18), jitter_px=0.4, noise_sigma=noise_sigma)
+        return swap(target, t_ident, motion, donor, size, rng, background, decode_res=1.0, colour_match=0.6,
+                    tint=0.04, frontal_light=True, shading=0.5, texture=0.6, feather_px=0.6,
+                    radii=(0.8, 0.88), centre=(0.0, 0.18), jitter_px=0.4, noise_sigma=noise_sigma,
+                    blur_sigma=blur_sigma)
     if method == "Face2Face":
         return face2face(target, t_ident, motion, source_motion, size, rng, background)
     if method == "NeuralTextures":

@@ -151,7 +151,7 @@ def _cov(d: np.ndarray, px: np.ndarray) -> np.ndarray:
     return np.clip(0.5 - d / px, 0.0, 1.0)
 
 
-def _ellipse(u, v, cu, cv, a, b):
+def ellipse_sdf(u, v, cu, cv, a, b):
     """Signed distance to an ellipse: first order, (r - 1) / |grad r|, bounded by the ellipse's box
     (the first-order term alone under-estimates far from thin ellipses and draws stray lines)."""
     x, y = (u - cu) / a, (v - cv) / b
@@ -265,9 +265,9 @@ def render(ident: dict, motion: dict, size: int, background: dict, *, texture: f
     u, v, im = U[:, wy, wx], V[:, wy, wx], img[:, wy, wx]
     # hair behind the head (long hair falls beside the face)
     if ident["hair_long"]:
-        d_hair = _ellipse(u, v, 0.0, 0.05, a + 0.28, b + 0.2)
+        d_hair = ellipse_sdf(u, v, 0.0, 0.05, a + 0.28, b + 0.2)
     else:
-        d_hair = _ellipse(u, v, 0.0, -0.25, a + 0.1, b * 0.85)
+        d_hair = ellipse_sdf(u, v, 0.0, -0.25, a + 0.1, b * 0.85)
     hair_tex = 1.0 + 0.12 * texture * np.sin(40 * u + 3 * np.sin(9 * v))
     _mix(im, hair * hair_tex[..., None], _cov(d_hair, px))
     # neck
@@ -322,7 +322,7 @@ def render(ident: dict, motion: dict, size: int, background: dict, *, texture: f
         _mix(im, hair * 0.7, _cov(d_brow, px) * face)
         # eye: sclera, iris, pupil, lid line
         cu = sh + sgn * ex
-        d_eye = _ellipse(u, v, cu, ey, ew, eh)
+        d_eye = ellipse_sdf(u, v, cu, ey, ew, eh)
         eye_cov = _cov(d_eye, px)
         d_iris = np.sqrt((u - cu - gz) ** 2 + (v - ey) ** 2) - 0.062
         _mix(im, np.float32([0.93, 0.92, 0.9]), eye_cov)
@@ -337,15 +337,15 @@ def render(ident: dict, motion: dict, size: int, background: dict, *, texture: f
     d_ridge = np.maximum(np.abs(u - sh + side * 0.05) - 0.018, np.abs(v - ey - nl / 2) - nl / 2)
     _mix(im, skin * 0.7, _cov(d_ridge, px) * 0.6)
     for sgn in (-1, 1):
-        d_nos = _ellipse(u, v, sh + sgn * nw * 0.55, ey + nl + 0.05, 0.035, 0.02)
+        d_nos = ellipse_sdf(u, v, sh + sgn * nw * 0.55, ey + nl + 0.05, 0.035, 0.02)
         _mix(im, skin * 0.35, _cov(d_nos, px))
     # mouth: lips, dark interior, upper and lower teeth with gaps
     mw, mo = f["mouth_w"][:, None, None], f["mouth_open"][:, None, None]
     half = 0.07 + ident["lip_t"] + 0.02
     u, v, im, _ = win(-ident["mouth_w"] - 0.03, ident["mouth_w"] + 0.03, my - half, my + half)
-    d_lips = _ellipse(u, v, sh, my, mw, mo / 2 + ident["lip_t"])
+    d_lips = ellipse_sdf(u, v, sh, my, mw, mo / 2 + ident["lip_t"])
     _mix(im, ident["lip"] * shade_at(u, v)[..., None], _cov(d_lips, px))
-    inside = _cov(_ellipse(u, v, sh, my, mw * 0.85, mo / 2 + 1e-3), px)
+    inside = _cov(ellipse_sdf(u, v, sh, my, mw * 0.85, mo / 2 + 1e-3), px)
     gaps = 1.0 - 0.35 * texture * (np.cos(60 * (u - sh)) > 0.8)
     upper = _cov(v - (my - mo / 2 + 0.045), px)
     lower = _cov((my + mo / 2 - 0.03) - v, px)

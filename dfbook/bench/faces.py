@@ -46,22 +46,23 @@ from dfbook.bench import camera
 from dfbook.bench import face_manip as fm
 from dfbook.bench import face_render as fr
 
-VERSION = "faces-1"
+VERSION = "faces-2"
 DEFAULTS = dict(seed=0, size=64, frames=16, format_confound=False,
                 n_ffpp=120, n_celebdf=40, n_uadfv=20, n_wild=32)
 
 # Per-domain capture conditions and swap style. ``quality``: JPEG quality range of a video,
 # ``noise``/``blur``: sensor noise sigma (grey levels) and optics blur sigma (pixels) ranges,
 # ``res``: rendering resolution as a fraction of ``size`` (UADFV's low-resolution videos),
+# ``cast``: spread of a per-video colour grading (channel gains) applied to real and fake alike,
 # ``fractions``: identity split fractions.
 DOMAINS = {
-    "ffpp": dict(quality=(70, 95), noise=(1.0, 4.0), blur=(0.0, 1.0), res=1.0, motion=1.0,
+    "ffpp": dict(quality=(70, 95), noise=(1.0, 4.0), blur=(0.0, 1.0), res=1.0, motion=1.0, cast=0.0,
                  fractions={"train": 0.72, "val": 0.14, "test": 0.14}),
-    "celebdf_v2": dict(quality=(80, 95), noise=(1.0, 2.5), blur=(0.0, 0.5), res=1.0, motion=1.0,
+    "celebdf_v2": dict(quality=(80, 95), noise=(1.0, 2.5), blur=(0.0, 0.5), res=1.0, motion=1.0, cast=0.0,
                        fractions={"train": 0.6, "val": 0.1, "test": 0.3}),
-    "uadfv": dict(quality=(75, 90), noise=(1.0, 2.5), blur=(0.0, 0.4), res=0.5, motion=0.7,
+    "uadfv": dict(quality=(75, 90), noise=(1.0, 2.5), blur=(0.0, 0.4), res=0.5, motion=0.7, cast=0.0,
                   fractions={"test": 1.0}),
-    "wilddeepfake": dict(quality=(25, 55), noise=(2.5, 6.0), blur=(0.5, 1.3), res=1.0, motion=1.6,
+    "wilddeepfake": dict(quality=(25, 55), noise=(2.5, 6.0), blur=(0.5, 1.3), res=1.0, motion=1.6, cast=0.12,
                          fractions={"train": 0.6, "val": 0.1, "test": 0.3}),
 }
 # Fake methods of the cross-dataset domains and their swap parameters (face_manip.swap keywords):
@@ -76,7 +77,8 @@ DOMAIN_SWAPS = {
                                           radii=(0.75, 0.86), centre=(0.0, 0.16)),
                                      dict(decode_res=0.65, colour_match=1.0, feather_px=4.0, jitter_px=0.3)]),
 }
-FAKES_PER_TARGET = {"celebdf_v2": 2, "uadfv": 1, "wilddeepfake": 1}
+# donors per target (FF++: one donor shared by the four methods; Celeb-DF has ~6 fakes per real)
+FAKES_PER_TARGET = {"ffpp": 1, "celebdf_v2": 2, "uadfv": 1, "wilddeepfake": 1}
 COLUMNS = ["path", "label", "dataset", "method", "video_id", "frame", "identity", "split", "source_identity",
            "family", "domain", "format", "skin_tone", "skin_group", "gender", "age_group"]
 
@@ -138,8 +140,6 @@ def _plan(params: dict) -> list[dict]:
     seed = params["seed"]
     counts = {"ffpp": params["n_ffpp"], "celebdf_v2": params["n_celebdf"], "uadfv": params["n_uadfv"],
               "wilddeepfake": params["n_wild"]}
-    if min(counts.values()) < 2:
-        raise ValueError(f"every domain needs at least 2 identities (a donor besides the target); got {counts}")
     people = _identities(seed, counts)
     jobs = []
     for d_index, (domain, persons) in enumerate(people.items()):
@@ -147,7 +147,7 @@ def _plan(params: dict) -> list[dict]:
         ident = dict(persons)
         split_of = _split_identities(ids, DOMAINS[domain]["fractions"], seed + 17 * d_index)
         donors: dict[str, list[str]] = {pid: [] for pid in ids}
-        n_fakes = 1 if domain == "ffpp" else FAKES_PER_TARGET[domain]
+        n_fakes = FAKES_PER_TARGET[domain]
         for split in DOMAINS[domain]["fractions"]:
             members = [pid for pid in ids if split_of[pid] == split]
             order = np.random.default_rng([seed, 2, d_index]).permutation(members)
@@ -197,6 +197,7 @@ def _make_target(job: dict, out_dir: str, size: int, frames: int, confound: bool
     bg = fr.sample_background(rng)
     quality = int(rng.integers(dom["quality"][0], dom["quality"][1] + 1))
     noise_sigma, blur_sigma = rng.uniform(*dom["noise"]), rng.uniform(*dom["blur"])
+    grade = (1.0 + rng.normal(0, dom["cast"], 3)).astype(np.float32)
     clean, lm, _ = fr.render(ident, motion, rsize, bg)
     raw = camera.noise(camera.blur(fr.to_uint8(clean), blur_sigma * dom["res"]), noise_sigma, rng)
     raw = raw.astype(np.float32) / 255.0
@@ -209,7 +210,7 @@ def _make_target(job: dict, out_dir: str, size: int, frames: int, confound: bool
         real = method == "real"
         ext = "jpg" if (confound and real) else "png"
         # with the confound, reals are compressed by the JPEG file itself, fakes are never compressed
-        u8 = _finish(clip, size, quality, lossy=not confound)
+        u8 = _finish(clip * grade, size, quality, lossy=not confound)
         files = _write(u8, out_dir / domain / method / video_id, ext, quality)
         for t, f in enumerate(files):
             rows.append(dict(attrs, path=f.relative_to(out_dir).as_posix(), label=int(not real), method=method,
@@ -224,11 +225,13 @@ def _make_target(job: dict, out_dir: str, size: int, frames: int, confound: bool
         video_id = f"{job['target']}_{donor_id}" + ("" if domain == "ffpp" else f"_{k:04d}")
         if domain == "ffpp":
             fake, points = fm.manipulate(method, raw, ident, motion, donor=donor, source_motion=source_motion,
-                                         size=rsize, rng=rng, background=bg, noise_sigma=noise_sigma)
+                                         size=rsize, rng=rng, background=bg, noise_sigma=noise_sigma,
+                                         blur_sigma=blur_sigma * dom["res"])
         else:
             styles = DOMAIN_SWAPS[domain][1]
             style = styles[int(rng.integers(0, len(styles)))]
-            fake, points = fm.swap(raw, ident, motion, donor, rsize, rng, bg, noise_sigma=noise_sigma, **style)
+            fake, points = fm.swap(raw, ident, motion, donor, rsize, rng, bg, noise_sigma=noise_sigma,
+                                   blur_sigma=blur_sigma * dom["res"], **style)
         swapped = method in ("Deepfakes", "FaceSwap") or domain != "ffpp"
         emit(fake, points, method, video_id, donor_id if swapped else "")
     return rows, np.concatenate(lms).astype(np.float32)
@@ -260,7 +263,9 @@ def generate(out_dir: Path, **params) -> pd.DataFrame:
             results.append(_make_target(job, *args))
             bar.update()
     else:
-        with ProcessPoolExecutor(n, mp_context=get_context("spawn")) as pool:
+        # fork, not spawn: spawn re-imports the caller's __main__, and a script without a
+        # `if __name__ == "__main__"` guard would then wait forever on the corpus lock it holds
+        with ProcessPoolExecutor(n, mp_context=get_context("fork")) as pool:
             futures = [pool.submit(_make_target, job, *args) for job in jobs]
             for fut in futures:  # in submission order: the output never depends on scheduling
                 results.append(fut.result())

@@ -60,10 +60,15 @@ class Generator:
 
 
 class Weights:
-    """Fixed random weights of one generator, drawn in creation order from its own seed."""
+    """Fixed random weights of one generator, drawn in creation order from its own seed.
 
-    def __init__(self, name: str, seed: int):
+    Kernel perturbations mix a part shared by the whole family (``share`` of the variance, drawn
+    from the family's seed for the i-th kernel) with the generator's own part, so generators of
+    one family leave related traces -- what lets a detector transfer within a family."""
+
+    def __init__(self, name: str, seed: int, family: str = "", share: float = 0.5):
         self.rng = np.random.default_rng([zlib.crc32(name.encode()), seed])
+        self.family, self.seed, self.share, self.calls = family, seed, share, 0
 
     def normal(self, *shape) -> torch.Tensor:
         return torch.from_numpy(self.rng.standard_normal(shape).astype(np.float32))
@@ -80,8 +85,12 @@ class Weights:
         b1 = b1 / b1.sum() * (2.0 if transposed else 1.0)
         b = torch.outer(b1, b1)
         base = torch.eye(c)[:, :, None, None] * b
+        fam = np.random.default_rng([zlib.crc32(self.family.encode()), self.seed, self.calls, k, c])
+        self.calls += 1
+        d = np.sqrt(self.share) * torch.from_numpy(fam.standard_normal((c, c, k, k)).astype(np.float32)) \
+            + np.sqrt(1 - self.share) * self.normal(c, c, k, k)
         # zero-sum perturbation: the trace changes texture, never the mean colour (a global statistic)
-        d = self.normal(c, c, k, k) * (1 + torch.eye(c)[:, :, None, None])
+        d = d * (1 + torch.eye(c)[:, :, None, None])
         d = d - d.mean((2, 3), keepdim=True)
         return base, base + eps * b.mean() * d
 
@@ -150,7 +159,7 @@ def stages_of(w: Weights, modes, k: int, eps: float, noise: float | None = None,
 # -- the generators --------------------------------------------------------------------------
 
 def _progan(x, ctx, w):
-    st = stages_of(w, ["tconv", "tconv"], 3, 0.10)
+    st = stages_of(w, ["tconv", "tconv"], 3, 0.045)
     return colour(resynth(x, 4, st, ctx, keep=0.9), w.mix(0.02))
 
 
@@ -193,11 +202,12 @@ def _cyclegan(x, ctx, w):
     target = grounds[torch.from_numpy(ctx["rng"].integers(0, 3, len(x)))].view(-1, 3, 1, 1)
     mean_g = (x * seg).sum((2, 3), keepdim=True) / seg.sum((2, 3), keepdim=True).clamp_min(1)
     x = x + 0.6 * seg * (target - mean_g)
-    st = stages_of(w, ["tconv", "tconv"], 3, 0.07)
-    return colour(resynth(x, 4, st, ctx, keep=0.7), w.mix(0.03))
+    st = stages_of(w, ["tconv", "tconv"], 3, 0.035)
+    return colour(resynth(x, 4, st, ctx, keep=0.6), w.mix(0.03))
 
 
-def _hair_edit(x, ctx, w, cy, sy):
+def _band_edit(x, ctx, cy, sy):
+    """An attribute edit: a random colour shift in a horizontal band centred at height ``cy``."""
     n, _, s, _ = x.shape
     ax = (torch.arange(s, dtype=torch.float32) + 0.5) / s
     band = torch.exp(-((ax.view(1, 1, -1, 1) - cy) ** 2) / (2 * sy ** 2)).expand(n, 1, s, s)
@@ -207,17 +217,17 @@ def _hair_edit(x, ctx, w, cy, sy):
 
 def _stargan(x, ctx, w):
     # one network for many attributes; the whole face passes through the bottleneck
-    x = _hair_edit(x, ctx, w, cy=0.22, sy=0.12)
-    st = stages_of(w, ["tconv", "tconv"], 4, 0.08)
-    return colour(resynth(x, 4, st, ctx, keep=0.55), w.mix(0.03))
+    x = _band_edit(x, ctx, cy=0.22, sy=0.12)
+    st = stages_of(w, ["tconv", "tconv"], 4, 0.035)
+    return colour(resynth(x, 4, st, ctx, keep=0.5), w.mix(0.03))
 
 
 def _attgan(x, ctx, w):
     # skip connections keep most detail; the edits are local bands (bangs at 0.3, glasses at 0.45)
     cy = torch.from_numpy(np.where(ctx["rng"].random(len(x)) < 0.5, 0.3, 0.45).astype(np.float32)).view(-1, 1, 1, 1)
-    x = _hair_edit(x, ctx, w, cy=cy, sy=0.04)
-    st = stages_of(w, ["tconv", "tconv"], 4, 0.05)
-    return colour(resynth(x, 4, st, ctx, keep=0.95), w.mix(0.02))
+    x = _band_edit(x, ctx, cy=cy, sy=0.04)
+    st = stages_of(w, ["tconv", "tconv"], 4, 0.03)
+    return colour(resynth(x, 4, st, ctx, keep=0.8), w.mix(0.02))
 
 
 def _gaugan(x, ctx, w):
@@ -251,8 +261,8 @@ def _dm_residue(y, ctx, w, sigma):
 def _adm(x, ctx, w):
     # pixel-space denoiser: fine detail slightly smoothed, a coloured residue left over
     kb, kp = w.conv(3, 0.1)
-    y = x - 0.25 * (x - _conv(x, kp))
-    return _dm_residue(y, ctx, w, 1.5 / 255)
+    y = x - 0.35 * (x - _conv(x, kp))
+    return _dm_residue(y, ctx, w, 3.0 / 255)
 
 
 def _cascade(x, ctx, w, factors, keep):
@@ -320,8 +330,9 @@ def _dalle(x, ctx, w, patch: int = 4, codes: int = 256):
     q = (mean + rec.reshape(n, c, patch * patch, -1)).reshape(n, c * patch * patch, -1)
     y = F.fold(q, (s, s), patch, stride=patch)
     kb, kp = w.conv(3, 0.15)
-    y = _conv(y, kp) * 0.6 + y * 0.4                             # decoder blends token seams
-    return y
+    y = _conv(_conv(y, kp), kb) * 0.8 + y * 0.2                  # decoder blends token seams
+    kb, kp = w.conv(3, 0.5)
+    return y + residue(y.shape, ctx, kp, w.mix(0.4), 3.0 / 255)  # and hallucinates fine texture
 
 
 GENERATORS = (
@@ -371,7 +382,7 @@ def _run_chunks(gen, x, out, seg, content_idx, rng, generator_seed, chunk):
     with torch.no_grad():
         for i in range(0, len(x), chunk):
             sl = slice(i, i + chunk)
-            w = Weights(gen.name, generator_seed)  # same weights for every chunk
+            w = Weights(gen.name, generator_seed, gen.family)  # same weights for every chunk
             ctx = {"rng": rng, "seg": None if seg is None else seg[sl], "content_idx": content_idx[sl],
                    "noise": lambda shape: torch.from_numpy(rng.standard_normal(shape, dtype=np.float32))}
             t = torch.from_numpy(np.ascontiguousarray(x[sl].transpose(0, 3, 1, 2)))

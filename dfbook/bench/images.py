@@ -17,7 +17,8 @@ Two datasets in one manifest:
 Every image has an English ``caption``: content (class, count, colour, background, time of day or,
 for faces, age, gender presentation and skin tone) and photographic attributes (blur, grain,
 quality). For fakes the caption is the prompt: its photographic words are drawn from the reals'
-distribution, so a caption never says whether an image is real.
+distribution, so a caption never says whether an image is real. Image-to-image fakes keep the
+caption of the photo they edit (CycleGAN's new season and the edited hair are not in it).
 
 Format confound (``format_confound=True``): reals stored as JPEG (quality ``jpeg_quality`` range,
 like LSUN's q75 reals in CNNDetection), fakes as PNG. Otherwise every image is stored as
@@ -30,7 +31,6 @@ the benchmark chapter for timings).
 from __future__ import annotations
 
 import concurrent.futures as cf
-import multiprocessing as mp
 from pathlib import Path
 
 import cv2
@@ -52,7 +52,7 @@ DEFAULTS = {
     "generators": tuple(g.name for g in generators.GENERATORS),
     "format_confound": False,
     "common_format": "png",
-    "jpeg_quality": (70, 95),
+    "jpeg_quality": (60, 90),
     "blur_sigma": (0.0, 1.2),
     "noise_sigma": (0.5, 4.0),
     "split_fractions": (0.7, 0.15, 0.15),
@@ -78,7 +78,7 @@ def _photo_words(ph: pd.DataFrame, jpeg: bool) -> list[str]:
         w = ["sharp" if b < 0.4 else "slightly blurry" if b < 0.8 else "blurry",
              "clean" if s < 1.5 else "slightly grainy" if s < 3 else "grainy"]
         if jpeg:
-            w.append("high quality" if q >= 88 else "medium quality" if q >= 78 else "low quality")
+            w.append("high quality" if q >= 85 else "medium quality" if q >= 72 else "low quality")
         words.append(", ".join(w))
     return words
 
@@ -115,6 +115,7 @@ def _content(n: int, rng, p: dict, classes, size: int) -> tuple[np.ndarray, np.n
 
 
 def _blur(img: np.ndarray, sigmas: np.ndarray) -> np.ndarray:
+    """Per-image optics blur (float images; ``camera.blur`` is the uint8 equivalent)."""
     out = img.copy()
     for i, s in enumerate(sigmas):
         if s > 0.05:
@@ -123,10 +124,14 @@ def _blur(img: np.ndarray, sigmas: np.ndarray) -> np.ndarray:
 
 
 def _camera(img: np.ndarray, ph: pd.DataFrame, rng) -> np.ndarray:
-    """Clean float renders -> uint8 photos (blur + sensor noise; JPEG happens when saving)."""
-    u8 = np.clip(np.rint(img * 255), 0, 255).astype(np.uint8)
-    return np.stack([camera.camera(im, rng, noise_sigma=float(s), jpeg_quality=None, blur_sigma=float(b))
-                     for im, s, b in zip(u8, ph["noise"], ph["blur"])])
+    """Clean float renders -> uint8 photos: optics blur, then sensor noise (JPEG happens when
+    saving). The noise is drawn per group of equal sigma (0.25 steps), a batch per group."""
+    u8 = np.clip(np.rint(_blur(img, ph["blur"].to_numpy()) * 255), 0, 255).astype(np.uint8)
+    level = np.round(ph["noise"].to_numpy() * 4) / 4
+    for s in np.unique(level):
+        i = np.flatnonzero(level == s)
+        u8[i] = camera.noise(u8[i], float(s), rng)
+    return u8
 
 
 # -- storage ----------------------------------------------------------------------------------
@@ -134,7 +139,8 @@ def _camera(img: np.ndarray, ph: pd.DataFrame, rng) -> np.ndarray:
 def _save(out_dir: Path, rel: str, img: np.ndarray, fmt: str, quality: int) -> np.ndarray:
     """Write ``img`` (uint8 RGB) and return the pixels as stored (decoded JPEG for ``jpg``)."""
     bgr = cv2.cvtColor(img, cv2.COLOR_RGB2BGR)
-    params = [cv2.IMWRITE_JPEG_QUALITY, int(quality)] if fmt == "jpg" else [cv2.IMWRITE_PNG_COMPRESSION, 1]
+    params = [cv2.IMWRITE_JPEG_QUALITY, int(quality)] if fmt == "jpg" else [cv2.IMWRITE_PNG_COMPRESSION, 1,
+                                                                       cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_RLE]
     ok, buf = cv2.imencode("." + fmt, bgr, params)
     if not ok:
         raise RuntimeError(f"could not encode {rel} as {fmt}")
@@ -168,27 +174,31 @@ def _rows(dataset, method, family, ids, attrs, captions, fmt, domain, label):
         "caption": captions, "domain": domain, "format": fmt})
 
 
-def _reals(out_dir: Path, p: dict, rng, n: int, dataset: str, prefix: str, domain: str, fmt: str):
-    """``n`` real photos; returns (rows, stored uint8 pixels, region maps)."""
+def _reals(p: dict, rng, n: int, dataset: str, prefix: str, domain: str, fmt: str, start: int = 0):
+    """``n`` real photos with ids ``prefix{start..}``; returns (rows, uint8 pixels, region maps,
+    JPEG qualities to save with)."""
     img, seg, attrs = _content(n, rng, p, CONTENT, p["size"])
     ph = _photo_params(n, p, rng)
     photos = _camera(img, ph, rng)
-    attrs["identity"] = [f"{prefix}{k:05d}" for k in range(n)]
-    attrs["split"] = ""
-    words = _photo_words(ph, p["format_confound"])
-    caps = [f"{c}, {w}" for c, w in zip(attrs["caption"], words)]
-    rows = _rows(dataset, "real", "real", [f"{prefix}{k:05d}" for k in range(n)], attrs, caps, fmt, domain, 0)
+    ids = [f"{prefix}{k:05d}" for k in range(start, start + n)]
+    attrs["identity"], attrs["split"] = ids, ""
+    caps = [f"{c}, {w}" for c, w in zip(attrs["caption"], _photo_words(ph, p["format_confound"]))]
+    rows = _rows(dataset, "real", "real", ids, attrs, caps, fmt, domain, 0)
     q = ph["quality"] if fmt == "jpg" and p["format_confound"] else [p["jpeg_quality"][1]] * n
     return rows, photos, seg, q
 
 
-def _pretrain(out_dir: Path, p: dict) -> pd.DataFrame:
+def _pretrain(out_dir: Path, p: dict, chunk: int = 1000) -> pd.DataFrame:
+    """The real-only pretraining pool, rendered in chunks to bound memory."""
     rng = np.random.default_rng([p["seed"], 2])
-    rows, photos, _, q = _reals(out_dir, p, rng, p["n_pretrain"], "mini_pretrain", f"p{p['seed']}_",
-                                "mini_pretrain", _formats(p, 0))
-    rows["split"] = "train"
-    _write_group(out_dir, rows, photos, q)
-    return rows
+    parts = []
+    for start in range(0, p["n_pretrain"], chunk):
+        rows, photos, _, q = _reals(p, rng, min(chunk, p["n_pretrain"] - start), "mini_pretrain",
+                                    f"p{p['seed']}_", "mini_pretrain", _formats(p, 0), start)
+        rows["split"] = "train"
+        _write_group(out_dir, rows, photos, q)
+        parts.append(rows)
+    return pd.concat(parts, ignore_index=True)
 
 
 def _assign(ids, p: dict, seed: int) -> list[str]:
@@ -205,17 +215,15 @@ def generate(out_dir: Path, **params) -> pd.DataFrame:
     if size % 16 or size < 32:
         raise ValueError(f"size must be a multiple of 16 and >= 32, got {size}")
     gens = [generators.by_name(g) for g in p["generators"]]
-    # the real-only pretraining pool renders in a second process while this one does mini_gen
-    pool, fut = None, None
-    if p["n_pretrain"] >= 500:
-        pool = cf.ProcessPoolExecutor(1, mp_context=mp.get_context("spawn"))
-        fut = pool.submit(_pretrain, out_dir, p)
-    try:
+    _formats(p, 1)  # validates common_format before any work starts
+    # The real-only pretraining pool renders in a second thread while this one does mini_gen
+    # (numpy, OpenCV and torch release the GIL in their kernels). Threads, not processes: a spawned
+    # process would re-import the caller's script, which deadlocks on the corpus lock without a
+    # __main__ guard. Each part has its own random generator, so the bytes do not depend on timing.
+    with cf.ThreadPoolExecutor(1) as pool:
+        fut = pool.submit(_pretrain, out_dir, p) if p["n_pretrain"] > 0 else None
         gen_df = _mini_gen(out_dir, p, gens, size)
-        pre = fut.result() if fut else (_pretrain(out_dir, p) if p["n_pretrain"] > 0 else None)
-    finally:
-        if pool:
-            pool.shutdown()
+        pre = fut.result() if fut else None
     df = pd.concat([gen_df, pre], ignore_index=True) if pre is not None else gen_df
     manifest.check_disjoint(df[df["dataset"] == "mini_gen"])
     shared = set(df.loc[df["dataset"] == "mini_gen", "identity"]) & set(df.loc[df["dataset"] == "mini_pretrain", "identity"])
@@ -229,13 +237,13 @@ def _mini_gen(out_dir: Path, p: dict, gens, size: int) -> pd.DataFrame:
     rng = np.random.default_rng([seed, 1])
     real_fmt, fake_fmt = _formats(p, 0), _formats(p, 1)
     # reals: split by instance
-    reals, photos, real_seg, q = _reals(out_dir, p, rng, p["n_real"], "mini_gen", f"r{seed}_", "mini_gen", real_fmt)
+    reals, photos, real_seg, q = _reals(p, rng, p["n_real"], "mini_gen", f"r{seed}_", "mini_gen", real_fmt)
     reals["split"] = _assign(list(reals["identity"]), p, seed)
     stored = _write_group(out_dir, reals, photos, q)
     parts = [reals]
     # format control: real photos saved the way fakes are (never JPEG-compressed unless fakes are)
     if p["n_format_control"]:
-        ctl, c_photos, _, _ = _reals(out_dir, p, rng, p["n_format_control"], "mini_gen", f"c{seed}_",
+        ctl, c_photos, _, _ = _reals(p, rng, p["n_format_control"], "mini_gen", f"c{seed}_",
                                      "format_control", fake_fmt)
         ctl["split"] = "test"
         ctl["path"] = [f"mini_gen/format_control/{v}.{fake_fmt}" for v in ctl["video_id"]]
@@ -260,14 +268,17 @@ def _fakes(out_dir, p, g, gi, reals, stored, real_seg, fmt) -> pd.DataFrame:
     else:
         # image-to-image: edit real photos of the corpus, the same share from each split
         want = (reals["content"] == "face") if g.source == "real_face" else (reals["content"] != "face")
-        picks = []
-        for s, f in zip(SPLITS, p["split_fractions"]):
-            pool = np.flatnonzero(want & (reals["split"] == s))
-            k = int(round(n * f / sum(p["split_fractions"])))
-            if len(pool) and k:
-                picks.append(rng.choice(pool, size=k, replace=k > len(pool)))
-        src = np.concatenate(picks)[:n]
-        n = len(src)
+        fr = np.asarray(p["split_fractions"], float)
+        ks = np.diff(np.round(np.cumsum(np.r_[0, fr]) / fr.sum() * n)).astype(int)  # sums to n
+        pools = [np.flatnonzero(want & (reals["split"] == s)) for s in SPLITS]
+        if not len(pools[0]):
+            raise ValueError(f"{g.name} edits real {g.source[5:]} photos but the train split has none; "
+                             "raise n_real")
+        for i in (1, 2):  # a split without source photos (tiny corpora): its share goes to train
+            if not len(pools[i]):
+                ks[0], ks[i] = ks[0] + ks[i], 0
+        picks = [rng.choice(pool, size=k, replace=k > len(pool)) for pool, k in zip(pools, ks) if k]
+        src = np.concatenate(picks)
         img, seg = stored[src].astype(np.float32) / 255.0, real_seg[src]
         attrs = reals.iloc[src][["identity", "split", "content", "caption"]].reset_index(drop=True)
         caps = list(attrs["caption"])

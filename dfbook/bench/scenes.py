@@ -26,7 +26,6 @@ GROUNDS = {"grass": (0.25, 0.52, 0.18), "sand": (0.85, 0.74, 0.50), "snow": (0.9
 # Which backgrounds make sense for each class (fish live under water, boats float).
 _BACKGROUNDS = {"boat": ("water",), "fish": ("water",), "kite": ("grass", "sand", "snow"),
                 "mountain": ("grass", "snow", "sand"), "building": ("grass", "snow", "sand")}
-_COUNTABLE = {"ball", "house", "tree", "car", "boat", "flower", "mountain", "fish", "kite", "building"}
 _NUMBERS = {1: "one", 2: "two", 3: "three"}
 _PLURAL = {"ball": "balls", "house": "houses", "tree": "trees", "car": "cars", "boat": "boats",
            "flower": "flowers", "mountain": "mountains", "fish": "fish", "kite": "kites",
@@ -246,20 +245,24 @@ def render(attrs: pd.DataFrame, size: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _background(cv: _Canvas, sub: pd.DataFrame, rng, tex, grain):
+    """Sky (or indoor wall) gradient above a textured ground; fish live in an all-water world.
+    Row profiles are (N,S,1,3); only the texture modulation touches every pixel."""
     n = len(sub)
-    horizon = _u(rng, n, 0.45, 0.62)
-    water_world = (sub["content"].to_numpy() == "fish")[:, None, None]
+    water_world = sub["content"].to_numpy() == "fish"
+    horizon = np.where(water_world[:, None, None], -1.0, _u(rng, n, 0.45, 0.62)).astype(np.float32)
     top = np.array([_SKY[t][0] for t in sub["time"]], np.float32)
     bot = np.array([_SKY[t][1] for t in sub["time"]], np.float32)
-    indoor = (sub["background"].to_numpy() == "indoor")
+    indoor = sub["background"].to_numpy() == "indoor"
     top[indoor], bot[indoor] = np.float32(_WALL) * 1.05, np.float32(_WALL) * 0.9
-    t = np.clip(cv.yy / horizon, 0, 1)[..., None]
+    t = np.clip(cv.yy / horizon.clip(1e-3), 0, 1)[..., None]                     # (N,S,1,1)
     sky = top[:, None, None, :] * (1 - t) + bot[:, None, None, :] * t
-    sky = sky * (1.0 + 0.04 * tex[..., None])
-    ground = np.array([GROUNDS[b] for b in sub["background"]], np.float32)
-    g = ground[:, None, None, :] * (1.0 + 0.15 * tex[..., None] + 0.06 * grain[..., None]) \
-        * (0.85 + 0.3 * cv.yy[..., None])
-    under = ground[:, None, None, :] * (0.7 + 0.5 * cv.yy[..., None]) * (1.0 + 0.1 * tex[..., None])
-    land = cv.aa(cv.yy - horizon)
-    cv.img = np.where(water_world[..., None], under, sky * (1 - land[..., None]) + g * land[..., None])
-    cv.seg[:] = np.where(water_world | (land > 0.5), 1, 0)
+    ground = np.array([GROUNDS[b] for b in sub["background"]], np.float32)[:, None, None, :]
+    a, b = np.where(water_world, 0.7, 0.85), np.where(water_world, 0.5, 0.3)
+    grow = ground * (a[:, None, None, None] + b[:, None, None, None] * cv.yy[..., None])
+    land = cv.aa(cv.yy - horizon)[..., None]                                     # (N,S,1,1)
+    amp_t = np.where(water_world, 0.10, 0.15).astype(np.float32)[:, None, None]
+    amp_g = np.where(water_world, 0.0, 0.06).astype(np.float32)[:, None, None]
+    mod_g = (1.0 + amp_t * tex + amp_g * grain)[..., None]
+    mod_s = (1.0 + 0.04 * tex)[..., None]
+    cv.img = (sky * (1 - land)) * mod_s + (grow * land) * mod_g
+    cv.seg[:] = (land[..., 0] > 0.5)

@@ -89,10 +89,13 @@ class Expert(nn.Module):
 
 
 def build_expert(arch: str, *, pretrained: bool = False, **timm_kwargs) -> Expert:
-    """A two-class :class:`Expert` around ``timm.create_model(arch, num_classes=2, ...)``.
+    """A two-class :class:`Expert` around ``timm.create_model(arch, num_classes=2, ...)``, or around
+    a book backbone for ``lib:arch`` names (``mini:convnext``; see :func:`make_expert`).
 
     ``pretrained=False`` (the default, as in ``infer.py``): the weights come from the released files.
     """
+    if ":" in arch:
+        return make_expert(arch, pretrained=pretrained, **timm_kwargs)
     import timm
 
     return Expert(timm.create_model(arch, pretrained=pretrained, num_classes=2, **timm_kwargs))
@@ -525,11 +528,13 @@ def chapter_sets(faces: pd.DataFrame, images: pd.DataFrame, *, seen_manipulation
       ``cross_dataset``: the test splits of ``cross_domains`` (other capture conditions).
 
     Videos give ``pool_frames`` / ``test_frames`` evenly spaced frames; ``max_per_method`` caps the
-    images of each (method, split) of ``mini_gen`` (seeded sample). Every set holds both classes,
+    images of each (method, split) of the generated-image manifest (seeded sample). Every set holds both classes,
     and the pool shares no identity or video with any test set (checked).
     """
     ff = faces[faces["domain"] == "ffpp"]
-    gen = images[(images["dataset"] == "mini_gen") & (images["domain"] == "mini_gen")]
+    # the zoo's real-only pretraining pool and the file-format control set are not detection data
+    gen = images[(images["dataset"] != "mini_pretrain")
+                 & (images.get("domain", images["dataset"]) != "format_control")]
     if max_per_method is not None:
         gen = gen.sample(frac=1.0, random_state=seed).groupby(["method", "split"]).head(max_per_method)
 
@@ -559,13 +564,35 @@ def chapter_sets(faces: pd.DataFrame, images: pd.DataFrame, *, seen_manipulation
     return sets
 
 
-def make_expert(name: str, *, pretrained: bool = True, init_seed: int = 0) -> Expert:
+def expert_archs(backbones_: Sequence[str], k: int) -> list[str]:
+    """The backbone of each of ``k`` cluster experts: ``backbones_`` cycled (the release alternates
+    families too: 2 ConvNeXtV2, 2+2+1 EfficientNets)."""
+    return [backbones_[i % len(backbones_)] for i in range(k)]
+
+
+def load_corpora(faces_csv: str = "", images_csv: str = "") -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The face-video and generated-image manifests: CSV files under ``$DFBOOK_DATA`` (full profile:
+    e.g. FF++/Celeb-DF frames from ``dfbook prepare``, and a generated-image set), or ``""`` for the
+    mini benchmark's ``faces`` and ``images`` corpora. CSV paths are resolved against their folder."""
+    from dfbook import paths
+    from dfbook.bench import corpus
+
+    def one(csv, kind):
+        if not csv:
+            return corpus.load(kind)
+        path = paths.data_dir() / csv
+        df = manifest.read(path)
+        return df.assign(path=[str(p if Path(p).is_absolute() else path.parent / p) for p in df["path"]])
+    return one(faces_csv, "faces"), one(images_csv, "images")
+
+
+def make_expert(name: str, *, pretrained: bool = True, init_seed: int = 0, **kw) -> Expert:
     """An :class:`Expert` around ``dfbook.backbones.create(name, num_classes=2)`` -- ``timm:<arch>``
     (the release's experts) or ``mini:<arch>`` (the zoo). ``expert.spec`` holds the backbone's
     preprocessing spec (size, mean, std) for :func:`load_inputs`."""
     from dfbook import backbones
 
-    bb = backbones.create(name, pretrained=pretrained, num_classes=2, init_seed=init_seed)
+    bb = backbones.create(name, pretrained=pretrained, num_classes=2, init_seed=init_seed, **kw)
     expert = Expert(bb.model)
     expert.spec = bb.spec
     return expert
@@ -581,7 +608,7 @@ def load_inputs(df: pd.DataFrame, *, size: int, mean: Sequence[float] = IMAGENET
     arr, _ = load_images(list(df["path"]), size=size)
     x = torch.from_numpy(arr).permute(0, 3, 1, 2).float().div_(255.0)
     x = (x - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
-    return x, torch.as_tensor(df["label"].to_numpy(), dtype=torch.long)
+    return x, torch.from_numpy(np.array(df["label"], dtype=np.int64))  # a copy: pandas arrays are read-only
 
 
 def train_experts(specs: Mapping[str, tuple[str, np.ndarray, np.ndarray]], x: torch.Tensor, y: torch.Tensor, *,
@@ -644,6 +671,30 @@ def agreement(scores: pd.DataFrame, threshold: float = 0.5) -> pd.DataFrame:
     calls = scores.to_numpy() > threshold
     same = (calls[:, :, None] == calls[:, None, :]).mean(axis=0)
     return pd.DataFrame(same, index=scores.columns, columns=scores.columns)
+
+
+def demo_check(table: pd.DataFrame) -> pd.DataFrame:
+    """The release's smoke test (card §3.5 pitfall 4: corrupted weights gave 0.587/0.687): rows of a
+    :func:`predict` table whose file is one of the repository's two demo images, with the expected
+    P(fake) from the file name and the absolute error. Empty when no demo image was scored."""
+    name = table["path"].map(lambda p: Path(p).name)
+    out = table.loc[name.isin(DEMO_EXPECTED), ["path", "score"]].copy()
+    out["expected"] = name[out.index].map(DEMO_EXPECTED)
+    out["abs_error"] = (out["score"] - out["expected"]).abs()
+    return out.reset_index(drop=True)
+
+
+def motivation_table(val_auc: Mapping[str, float], unseen: pd.DataFrame) -> pd.DataFrame:
+    """The authors' motivating comparison (``imgs/motivation.jpg``): for every model, the AUC its own
+    validation set promised (official val split, or the held-out cluster) next to the AUC it gets on
+    unseen fakes, and the gap (``val_auc - unseen_auc``; large = validation was over-optimistic).
+    ``unseen``: a :func:`score_table` on the unseen set (``model``, ``auc`` columns)."""
+    t = unseen.set_index("model")[["auc", "auc_lo", "auc_hi"]].rename(columns=lambda c: "unseen_" + c)
+    t.insert(0, "validated_on", ["official val split" if m == "official" else
+                                 "held-out cluster" if m in val_auc else "-" for m in t.index])
+    t.insert(1, "val_auc", [val_auc.get(m, np.nan) for m in t.index])
+    t["gap"] = t["val_auc"] - t["unseen_auc"]
+    return t.reset_index()
 
 
 # ---------------------------------------------------------------------------------------------

@@ -31,6 +31,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -85,10 +86,19 @@ class AdjustedEncoder(nn.Module):
     """Any feature extractor + DeepfakeBench's ``adjust_channel`` (1x1 conv + BN + ReLU) to ``feat_dim`` channels.
     Used in the ``mini`` profile with a tiny Xception-like network. ``body`` maps ``(N, 3, H, W)`` to a map
     ``(N, C, h, w)`` with ``h, w >= 2`` (AdaIN needs a spatial variance); timm models are called through
-    ``forward_features``. ``body_channels`` defaults to ``body.num_features`` (timm convention)."""
+    ``forward_features``. ``body_channels`` defaults to ``body.num_features`` (timm convention).
 
-    def __init__(self, body: nn.Module, feat_dim: int, body_channels: int | None = None):
+    ``body_norm=(mean, std)``: the normalisation the body was pretrained with (e.g. ImageNet's for the mini zoo).
+    UCF's input stays DeepfakeBench's mean = std = 0.5 (the decoder's tanh reconstructs that range), and the
+    encoder converts it to the body's normalisation first (fixed, non-persistent buffers: no state-dict keys)."""
+
+    def __init__(self, body: nn.Module, feat_dim: int, body_channels: int | None = None,
+                 body_norm: tuple[tuple[float, ...], tuple[float, ...]] | None = None):
         super().__init__()
+        # x_body = ((x * 0.5 + 0.5) - mean) / std  =  x * scale + shift
+        mean, std = (torch.tensor(v, dtype=torch.float32).view(1, -1, 1, 1) for v in (body_norm or (MEAN, STD)))
+        self.register_buffer("in_scale", 0.5 / std, persistent=False)
+        self.register_buffer("in_shift", (0.5 - mean) / std, persistent=False)
         channels = body_channels if body_channels is not None else getattr(body, "num_features", None)
         if channels is None:
             raise ValueError(f"AdjustedEncoder: cannot tell the output channels of {type(body).__name__}; "
@@ -99,6 +109,7 @@ class AdjustedEncoder(nn.Module):
         self.feat_dim = feat_dim
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
+        x = x * self.in_scale + self.in_shift
         fmap = self.body.forward_features(x) if hasattr(self.body, "forward_features") else self.body(x)
         if fmap.ndim != 4:
             raise ValueError(f"encoder body returned shape {tuple(fmap.shape)}; expected a (N, C, h, w) map — "
@@ -397,11 +408,12 @@ def build_full(n_specific: int = 5, imagenet_weights: str | Path | None = None) 
 
 
 def build(make_body: Callable[[], nn.Module], feat_dim: int, n_specific: int = 5,
-          body_channels: int | None = None) -> UCF:
+          body_channels: int | None = None, body_norm: tuple | None = None) -> UCF:
     """UCF with two encoders built by ``make_body()`` (called twice: separate weights, like upstream's two
-    Xceptions from the same ImageNet file) plus ``adjust_channel`` to ``feat_dim``. For the mini profile."""
-    return UCF(AdjustedEncoder(make_body(), feat_dim, body_channels),
-               AdjustedEncoder(make_body(), feat_dim, body_channels), feat_dim=feat_dim, n_specific=n_specific)
+    Xceptions from the same ImageNet file) plus ``adjust_channel`` to ``feat_dim``. For the mini profile, e.g.
+    ``build(lambda: backbones.create("mini:xception").model, 128, body_norm=(spec["mean"], spec["std"]))``."""
+    return UCF(*(AdjustedEncoder(make_body(), feat_dim, body_channels, body_norm) for _ in range(2)),
+               feat_dim=feat_dim, n_specific=n_specific)
 
 
 def default_checkpoint() -> Path:
@@ -622,3 +634,119 @@ def pair_epoch(n_real: int, n_fake: int, rng: np.random.Generator) -> tuple[np.n
     if n_real < 1 or n_fake < 1:
         raise ValueError(f"pair_epoch needs at least one real and one fake (got {n_real} reals, {n_fake} fakes)")
     return rng.integers(0, n_real, size=n_fake), rng.permutation(n_fake)
+
+
+# ----------------------------------------------------------------------------------------------- chapter workflow
+class PairedForward(nn.Module):
+    """``x -> model(x, paired=True)`` without the ``shuffled`` flag, so ``report.model_check`` can push a batch
+    through the training path (encoders, decoder, both heads) and record its output shapes."""
+
+    def __init__(self, model: UCF):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> dict:
+        out = self.model(x, paired=True)
+        return {"cls": out["cls"], "cls_spe": out["cls_spe"], **out["rec"]}
+
+
+def sample_frames(df, k: int):
+    """``k`` evenly spaced frames per video (DeepfakeBench ``fixed_num_frames``: linspace over the frames a video
+    has); videos with fewer frames keep them all. Videos are keyed by ``manifest.video_key``."""
+    from dfbook import manifest
+
+    key = manifest.video_key(df).to_numpy()
+    rank = df.groupby(key)["frame"].rank(method="first").astype(int) - 1
+    n = df.groupby(key)["frame"].transform("size")
+    wanted = np.floor(np.arange(k)[None, :] * (n.to_numpy()[:, None] / k)).astype(int)   # (N, k) targets
+    keep = (rank.to_numpy()[:, None] == wanted).any(axis=1) | (n.to_numpy() <= k)
+    return df[keep].reset_index(drop=True)
+
+
+def protocol(df, *, train_domain: str = "ffpp", test_domains=("celebdf_v2", "wilddeepfake"),
+             train_frames: int = 2, test_frames: int = 8) -> dict:
+    """The chapter's data: ``train``/``val``/``test`` of ``train_domain`` (identity- and video-disjoint, checked)
+    and the ``test`` split of each cross domain under its own name. Frames are subsampled per video."""
+    from dfbook import manifest
+
+    own = df[df["domain"] == train_domain] if "domain" in df else df
+    parts = {s: sample_frames(own[own["split"] == s], train_frames if s == "train" else test_frames)
+             for s in ("train", "val", "test")}
+    manifest.check_disjoint(pd.concat(parts.values(), ignore_index=True))
+    for dom in test_domains:
+        sel = df[(df["domain"] == dom) & (df["split"] == "test")]
+        if sel.empty or sel["label"].nunique() < 2:
+            raise ValueError(f"cross-domain test set {dom!r} is empty or one-class; "
+                             f"domains: {sorted(df['domain'].unique())}")
+        parts[dom] = sample_frames(sel, test_frames)
+    return parts
+
+
+def train_tracked(model: UCF, pairs: PairDataset, val: tuple, tests: dict, *, config, log_dir=None,
+                  progress: bool = False):
+    """Train with ``dfbook.train.fit`` on paired batches and score every test set after every epoch.
+
+    ``val`` = ``(x (N, 3, H, W), y (N,))``: what fit validates and monitors (``config.monitor``, e.g. ``val_auc``);
+    with ``config.restore_best`` the model ends at the best validation epoch (the corrected protocol).
+    ``tests``: name -> ``(x, y)``. Returns ``(history, scores)``; ``scores[name]`` is a list of ``(N,)`` P(fake)
+    arrays, one per epoch, for the as-published best-on-test choice (:func:`selection_table`)."""
+    from dfbook import train
+
+    scores: dict[str, list] = {name: [] for name in tests}
+
+    def track(event: str, info: dict) -> None:
+        if event == "epoch":
+            for name, (x, _) in tests.items():
+                scores[name].append(train.predict(model, x))
+
+    history = train.fit(model, pairs, config=config, loss_fn=loss_fn, val=val, progress=progress,
+                        callbacks=[track], log_dir=log_dir)
+    return history, scores
+
+
+def read_tensorboard(log_dir) -> pd.DataFrame:
+    """All scalars of a TensorBoard log folder as ``tag, step, value`` rows (read back with TensorBoard's own
+    ``EventAccumulator``, so the figures show what the run really logged)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    if not Path(log_dir).is_dir():
+        raise FileNotFoundError(f"no TensorBoard scalars under {log_dir}: the folder does not exist; was "
+                                "fit(log_dir=...) given this folder?")
+    acc = EventAccumulator(str(log_dir), size_guidance={"scalars": 0})
+    acc.Reload()
+    rows = [{"tag": tag, "step": e.step, "value": e.value} for tag in acc.Tags()["scalars"] for e in acc.Scalars(tag)]
+    if not rows:
+        raise FileNotFoundError(f"no TensorBoard scalars under {log_dir}; was fit(log_dir=...) given this folder?")
+    return pd.DataFrame(rows)
+
+
+def selection_table(scores: dict, labels: dict, val_epoch: int):
+    """Corrected vs as-published model selection per test set, frame AUC. ``val_epoch`` (1-based) is the epoch the
+    validation split chose; as published (DeepfakeBench ``Trainer``) each test set keeps its own best epoch."""
+    from dfbook import metrics
+
+    rows = []
+    for name, per_epoch in scores.items():
+        aucs = [metrics.auc(labels[name], s) for s in per_epoch]
+        best = int(np.argmax(aucs))
+        rows.append({"test_set": name, "corrected_auc": aucs[val_epoch - 1], "corrected_epoch": val_epoch,
+                     "best_on_test_auc": aucs[best], "best_on_test_epoch": best + 1,
+                     "optimism": aucs[best] - aucs[val_epoch - 1]})
+    return pd.DataFrame(rows)
+
+
+def evaluate(df, s: np.ndarray, *, n_boot: int = 200, seed: int = 0) -> dict:
+    """Frame and video metrics side by side for one test set: frame AUC/AP/EER/accuracy@0.5 and video AUC (mean
+    frame P(fake) per ``manifest.video_key``), each AUC with a bootstrap CI resampling whole videos."""
+    from dfbook import manifest, metrics
+
+    y, keys = df["label"].to_numpy(), manifest.video_key(df).to_numpy()
+    frame = metrics.summary(y, s)
+    vid = metrics.video_scores(s, keys, y)
+    out = {"frame_auc": frame["auc"], "frame_ap": frame["ap"], "frame_eer": frame["eer_nearest"],
+           "frame_acc": frame["accuracy"], "frame_balanced_acc": frame["balanced_accuracy"],
+           "video_auc": metrics.auc(vid["label"], vid["score"]), "n_frames": len(y), "n_videos": len(vid)}
+    out["frame_auc_ci"] = metrics.bootstrap_ci(metrics.auc, y, s, keys=keys, n_boot=n_boot, seed=seed).interval
+    out["video_auc_ci"] = metrics.bootstrap_ci(metrics.auc, vid["label"].to_numpy(), vid["score"].to_numpy(),
+                                               n_boot=n_boot, seed=seed).interval
+    return out
