@@ -11,7 +11,8 @@ Methods (each in its own child process, so its peak resident memory is its own):
                float32 (``faiss.knn`` + ``faiss.ResultHeap``): half the memory, exact for the float16-rounded bank.
   sklearn      ``NearestNeighbors(metric="cosine", algorithm="brute")``, the scikit-learn baseline.
 Exactness: faiss-fp32 is compared with a chunked NumPy matmul (``univfd.brute_topk``) on the first
-``--check`` queries, and scikit-learn's neighbours with faiss-fp32's on the queries both ran.
+``--check`` queries, faiss-fp16 with the same matmul over the float16-rounded bank, and scikit-learn's neighbours
+with faiss-fp32's on the queries both ran.
 
 Peak memory: ``peak_rss_mb`` is the child's peak resident set; ``data_peak_mb`` subtracts what the interpreter
 and its imports held before any data was made (torch comes in with ``dfbook``).
@@ -114,8 +115,10 @@ def _reference(args, queue) -> None:
     q = _array(args.check, args.dim, 2)
     t0 = time.perf_counter()
     sims, idx = brute_topk(bank, q, args.k, chunk=256)
-    queue.put({"search_s": time.perf_counter() - t0, "queries": len(q), "peak_mb": _peak_mb(),
-               "idx": idx.tolist(), "sims": sims.tolist()})
+    seconds = time.perf_counter() - t0
+    idx16 = brute_topk(bank.astype(np.float16).astype(np.float32), q, args.k, chunk=256)[1]  # the fp16 reference
+    queue.put({"search_s": seconds, "queries": len(q), "peak_mb": _peak_mb(),
+               "idx": idx.tolist(), "sims": sims.tolist(), "idx16": idx16.tolist()})
 
 
 def _child(target, args, *extra) -> dict:
@@ -159,6 +162,8 @@ def main() -> None:
     f32 = res["faiss-fp32"]
     checks = {"faiss-fp32 vs numpy: same indices": float(np.mean(np.array(f32["idx_check"]) == np.array(ref["idx"]))),
               "faiss-fp32 vs numpy: max |sim diff|": float(np.abs(np.array(f32["sims"]) - np.array(ref["sims"])).max())}
+    checks["faiss-fp16 vs numpy on the float16-rounded bank: same indices"] = float(
+        np.mean(np.array(res["faiss-fp16"]["idx_check"]) == np.array(ref["idx16"])))
     for name in ("faiss-fp16", "sklearn"):
         if name in res:
             m = min(len(res[name]["idx"]), len(f32["idx"]))

@@ -87,7 +87,7 @@ def _offline() -> None:
 
 
 @contextmanager
-def _seeded(seed: int):
+def seeded(seed: int):
     """Random-init weights that depend only on ``seed``, not on the caller's RNG state (so random-init
     features are reproducible and cacheable)."""
     with torch.random.fork_rng(devices=[]):
@@ -211,19 +211,14 @@ def freeze(module: nn.Module, *, except_: tuple[str, ...] | list[str] = ()) -> n
 
 # ----------------------------------------------------------------------------- timm
 
-def _timm_spec(model) -> dict:
-    from timm.data import resolve_model_data_config
-
-    cfg = resolve_model_data_config(model)
-    return {"size": list(cfg["input_size"][1:]), "mean": list(cfg["mean"]), "std": list(cfg["std"]),
-            "interpolation": cfg["interpolation"], "crop_pct": cfg["crop_pct"], "crop_mode": cfg["crop_mode"]}
-
-
-def _timm_transforms(model, train: bool = True):
+def timm_preprocessing(model) -> tuple:
+    """``(eval_transform, train_transform, spec)`` from a timm model's data config (its pretrained_cfg)."""
     from timm.data import create_transform, resolve_model_data_config
 
     cfg = resolve_model_data_config(model)
-    return create_transform(**cfg), (create_transform(**cfg, is_training=True) if train else None)
+    spec = {"size": list(cfg["input_size"][1:]), "mean": list(cfg["mean"]), "std": list(cfg["std"]),
+            "interpolation": cfg["interpolation"], "crop_pct": cfg["crop_pct"], "crop_mode": cfg["crop_mode"]}
+    return create_transform(**cfg), create_transform(**cfg, is_training=True), spec
 
 
 def _fetch_hint_timm(arch_tag: str, expected: Path) -> str:
@@ -374,7 +369,7 @@ def create(name: str, *, pretrained: bool = True, weights: str | Path | None = N
     try:
         if pretrained and weights is None and (why := _cached(f"{arch}.{tag}" if tag else arch, lib)):
             raise FileNotFoundError(why)
-        with _seeded(init_seed):
+        with seeded(init_seed):
             if lib == "timm":
                 model = _create_timm(f"{arch}.{tag}" if tag else arch, pretrained, weights, num_classes, dict(kw))
             else:
@@ -390,8 +385,8 @@ def create(name: str, *, pretrained: bool = True, weights: str | Path | None = N
                 else _fetch_hint_openclip(arch, tag, expected))
         raise _missing(name, expected, hint, e) from e
     if lib == "timm":
-        preprocess, train_preprocess = _timm_transforms(model)
-        return Backbone(name, "timm", model, preprocess, train_preprocess, _timm_spec(model),
+        preprocess, train_preprocess, spec = timm_preprocessing(model)
+        return Backbone(name, "timm", model, preprocess, train_preprocess, spec,
                         getattr(model, "head_hidden_size", model.num_features), num_classes, wid)
     clip = model.clip if num_classes else model
     return Backbone(name, "openclip", model, preprocess, train_preprocess, _openclip_spec(clip), clip.visual.output_dim,

@@ -11,8 +11,9 @@ import numpy as np
 def offline() -> None:
     """Make Hugging Face lookups fail in milliseconds instead of retrying for ~46 s
     (tooling_facts §2). Respects a value the user already set."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        if not os.environ.get(var):  # unset or empty: an empty value would leave offline mode off
+            os.environ[var] = "1"
 
 
 def set_seed(seed: int, deterministic: bool = True) -> None:

@@ -236,3 +236,17 @@ def test_summaries_of_matrix_variants_and_errors():
     t = cp.variants_table(protocols, scores, checked, n_boot=20)
     assert list(t["variant"]) == [cp.VARIANTS["adapter"], cp.VARIANTS["zero_shot"]]
     assert list(t["trainable_params"]) == [100, 0] and list(t["frame_auc"]) == [1.0, 0.0]
+
+
+def test_frame_package_draws_each_class_independently():
+    df = _manifest(n_ids=10)
+    pkg = cp.frame_package(df, ("FaceSwap", "NeuralTextures"), videos_per_class=4, seed=0)
+    per_class = pkg.groupby("method")["video_id"].nunique()
+    assert per_class.to_dict() == {"FaceSwap": 4, "NeuralTextures": 4, "real": 4}
+    again = cp.frame_package(df, ("FaceSwap", "NeuralTextures"), videos_per_class=4, seed=0)
+    assert pkg.equals(again)
+    assert not pkg.equals(cp.frame_package(df, ("FaceSwap", "NeuralTextures"), videos_per_class=4, seed=1))
+    p = cp.published_protocol(df, videos_per_class=4, seed=0)
+    assert set(p["train"]["path"]) == set(pkg.loc[pkg["method"] != "NeuralTextures", "path"])
+    with pytest.raises(ValueError, match="fewer than"):
+        cp.frame_package(df, ("FaceSwap",), videos_per_class=11, seed=0)

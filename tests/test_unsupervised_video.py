@@ -196,6 +196,7 @@ def _tiny_setup(n=24):
     return model, frames, cfg
 
 
+@pytest.mark.slow
 def test_train_encoder_reselects_and_reinitialises(tmp_path):
     model, frames, cfg = _tiny_setup()
     res = uv.train_encoder(model, frames, config=cfg, reselect_every=2, keep=0.5, truth=frames.labels,
@@ -207,6 +208,7 @@ def test_train_encoder_reselects_and_reinitialises(tmp_path):
     assert sorted(res.snapshots) == [0, 1, 2, 3, 4] and res.snapshots[4].shape == (10, 6)
 
 
+@pytest.mark.slow
 def test_stage2_resume_after_interruption_gives_the_same_result(tmp_path):
     model, frames, cfg = _tiny_setup()
     ref = uv.train_encoder(model, frames, config=cfg, reselect_every=2, keep=0.5, truth=frames.labels,
@@ -282,6 +284,7 @@ def test_direction_and_transductive_rule():
     assert uv.consistency(stats, "euclidean")[0] == -2.0
 
 
+@pytest.mark.slow
 def test_classifier_learns_separable_features_and_orient():
     rng = np.random.default_rng(0)
     y = rng.integers(0, 2, 200)

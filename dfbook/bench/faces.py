@@ -46,7 +46,7 @@ from dfbook.bench import camera
 from dfbook.bench import face_manip as fm
 from dfbook.bench import face_render as fr
 
-VERSION = "faces-2"
+VERSION = "faces-3"  # faces-3: Face2Face blur 0.8 px, FaceSwap colour_match 0.4
 DEFAULTS = dict(seed=0, size=64, frames=16, format_confound=False,
                 n_ffpp=120, n_celebdf=40, n_uadfv=20, n_wild=32)
 

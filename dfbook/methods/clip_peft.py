@@ -192,16 +192,16 @@ def build(backbone: backbones.Backbone, kind: str = "adapter", *, lora_rank: int
 
 
 # ----------------------------------------------------------------------------------------------- training
-def recipe(epochs: int = RECIPE["epochs"], seed: int = RECIPE["seed"],
-           batch_size: int = RECIPE["batch_size"]) -> train.TrainConfig:
+def recipe(epochs: int = RECIPE["epochs"], seed: int = RECIPE["seed"], batch_size: int = RECIPE["batch_size"],
+           lr: float = RECIPE["lr"]) -> train.TrainConfig:
     """The seed's recipe (§2.4) as a TrainConfig; fp32 (no autocast), as the seed's CPU-loaded CLIP."""
-    return train.TrainConfig(epochs=epochs, batch_size=batch_size, optimizer="adamw", lr=RECIPE["lr"],
+    return train.TrainConfig(epochs=epochs, batch_size=batch_size, optimizer="adamw", lr=lr,
                              weight_decay=RECIPE["weight_decay"], scheduler="cosine", interval="epoch",
                              clip_grad_norm=RECIPE["clip_grad_norm"], amp=False, seed=seed)
 
 
 def train_head(kind: str, text: torch.Tensor, X: np.ndarray, y: np.ndarray, *, epochs: int, seed: int,
-               batch_size: int = RECIPE["batch_size"]) -> tuple[nn.Module, pd.DataFrame]:
+               lr: float = RECIPE["lr"], batch_size: int = RECIPE["batch_size"]) -> tuple[nn.Module, pd.DataFrame]:
     """Train a head on cached embeddings ``X (N, D)`` with labels ``y (N,)`` (1 = fake) by the seed's
     recipe; returns ``(head in eval mode, history)``. The head is built under ``seed``, so the same seed
     gives the same weights."""
@@ -210,7 +210,7 @@ def train_head(kind: str, text: torch.Tensor, X: np.ndarray, y: np.ndarray, *, e
         head = make_head(kind, text)
     history = train.fit(head, (torch.as_tensor(np.asarray(X), dtype=torch.float32),
                                torch.as_tensor(np.asarray(y), dtype=torch.long)),
-                        config=recipe(epochs, seed, batch_size), progress=False, device="cpu")
+                        config=recipe(epochs, seed, batch_size, lr), progress=False, device="cpu")
     return head.eval(), history
 
 
@@ -234,11 +234,11 @@ def run_key(*parts) -> str:
 
 
 def train_detector(detector: Detector, df: pd.DataFrame, transform, *, epochs: int, seed: int,
-                   batch_size: int = RECIPE["batch_size"], ckpt_dir: str | Path | None = None,
-                   num_workers: int = 0) -> pd.DataFrame:
+                   lr: float = RECIPE["lr"], batch_size: int = RECIPE["batch_size"],
+                   ckpt_dir: str | Path | None = None, num_workers: int = 0) -> pd.DataFrame:
     """End-to-end training on images (the LoRA variant): only parameters with ``requires_grad`` train.
     Checkpoints to ``ckpt_dir/last.pt`` every epoch and resumes from it. Returns the history."""
-    cfg = dataclasses.replace(recipe(epochs, seed, batch_size), num_workers=num_workers)
+    cfg = dataclasses.replace(recipe(epochs, seed, batch_size, lr), num_workers=num_workers)
     return train.fit(detector, Frames(df, transform), config=cfg, ckpt_dir=ckpt_dir, progress=True)
 
 
@@ -266,11 +266,31 @@ def load_frames(frames: str = "", domain: str = "ffpp") -> pd.DataFrame:
     return df.sort_values("path", kind="stable").reset_index(drop=True)
 
 
+def frame_package(df: pd.DataFrame, methods, videos_per_class: int, seed: int) -> pd.DataFrame:
+    """The seed's data (§2.2): ``videos_per_class`` videos of the reals and of each of ``methods``, each class
+    drawn independently at random (the assignment's package held 100 of FF++'s 1000 videos per class, so only
+    some fakes -- 9 of its 100 NeuralTextures targets -- show a person whose real video is in the package).
+    Returns the rows of the drawn videos, in ``df``'s order."""
+    rng = np.random.default_rng(seed)
+    keys = manifest.video_key(df)
+    keep = []
+    for method in ("real", *methods):
+        videos = np.sort(keys[df["method"] == method].unique())
+        if len(videos) < videos_per_class:
+            raise ValueError(f"{method!r} has {len(videos)} videos, fewer than videos_per_class={videos_per_class}")
+        keep.extend(rng.choice(videos, videos_per_class, replace=False))
+    return df[keys.isin(keep)]
+
+
 def published_protocol(df: pd.DataFrame, train_method: str = "FaceSwap", test_method: str = "NeuralTextures",
+                       *, videos_per_class: int | None = None, seed: int = 0,
                        leak_fraction: float = LEAK_FRACTION) -> dict[str, pd.DataFrame]:
-    """The seed's protocol (§2.4), made reproducible: train on EVERY real and ``train_method`` frame; test on
-    the first ``leak_fraction`` of the real frames in sorted path order (all of them seen in training) plus
-    every ``test_method`` frame. Splits are ignored, as the seed had none. Returns ``{"train", "test"}``."""
+    """The seed's protocol (§2.4), made reproducible: with ``videos_per_class``, first draw the seed's kind
+    of package (:func:`frame_package`); train on EVERY real and ``train_method`` frame of it; test on the first
+    ``leak_fraction`` of its real frames in sorted path order (all of them seen in training) plus every
+    ``test_method`` frame. Splits are ignored, as the seed had none. Returns ``{"train", "test"}``."""
+    if videos_per_class:
+        df = frame_package(df, (train_method, test_method), videos_per_class, seed)
     reals = df[df["label"] == 0].sort_values("path", kind="stable")
     n_leak = int(round(leak_fraction * len(reals)))
     if not 0 < n_leak <= len(reals):
@@ -396,16 +416,17 @@ def per_video_errors(df: pd.DataFrame, scores: np.ndarray, threshold: float = 0.
 
 
 def confident_mistakes(df: pd.DataFrame, scores: np.ndarray, k: int = 12, threshold: float = 0.5) -> pd.DataFrame:
-    """The ``k`` wrong frames (at ``threshold``) farthest from it: rows of ``df`` plus ``score``, most
-    confident first (false positives and false negatives together)."""
+    """The ``k`` wrong frames (at ``threshold``) farthest from it, at most one per video (the most confident):
+    rows of ``df`` plus ``score``, most confident first (false positives and false negatives together)."""
     s = np.asarray(scores)
     wrong = (s >= threshold) != (df["label"].to_numpy() == 1)
-    out = df.assign(score=s)[wrong]
-    return out.iloc[np.argsort(-np.abs(out["score"].to_numpy() - threshold), kind="stable")[:k]]
+    out = df.assign(score=s, _video=manifest.video_key(df))[wrong]
+    out = out.iloc[np.argsort(-np.abs(out["score"].to_numpy() - threshold), kind="stable")]
+    return out.drop_duplicates("_video").drop(columns="_video").iloc[:k]
 
 
 def cross_manipulation(df: pd.DataFrame, X: np.ndarray, text: torch.Tensor, methods, *, kind: str = "adapter",
-                       epochs: int, seed: int) -> pd.DataFrame:
+                       epochs: int, seed: int, lr: float = RECIPE["lr"]) -> pd.DataFrame:
     """Frame AUC of a head trained on each method (+ reals, ``train`` split) and tested on each method
     (+ the ``test`` split's reals): a ``train x test`` DataFrame. ``X`` is row-aligned with ``df``
     (positional index 0..N-1)."""
@@ -414,7 +435,7 @@ def cross_manipulation(df: pd.DataFrame, X: np.ndarray, text: torch.Tensor, meth
     for m in methods:
         parts = splits.protocol(df, [m], list(methods))
         tr = parts["train"].index.to_numpy()
-        head, _ = train_head(kind, text, X[tr], df["label"].to_numpy()[tr], epochs=epochs, seed=seed)
+        head, _ = train_head(kind, text, X[tr], df["label"].to_numpy()[tr], epochs=epochs, seed=seed, lr=lr)
         for t in methods:
             te = parts[f"test/{t}"]
             out.loc[m, t] = metrics.auc(te["label"], train.predict(head, X[te.index.to_numpy()]))

@@ -20,6 +20,12 @@ in the paper, values normalised to [-1, 1] (mean = std = 0.5):
 
 Prediction uses the common head only: ``P(fake) = softmax(head_sha(block_sha(E_f(x))))[:, 1]``.
 
+Public pieces: the model (:class:`UCF`, :func:`build_full`, :func:`build`, :func:`load_deepfakebench`,
+:func:`param_counts`), the losses (:func:`losses`, :func:`contrastive_loss`, :func:`loss_fn` for
+``dfbook.train.fit``), the data side (:func:`augment`, :func:`gaussian_noise`, :class:`PairDataset`,
+:func:`to_tensor`) and the chapter workflow (:func:`protocol`, :func:`train_tracked`, :func:`selection_table`,
+:func:`evaluate`, :func:`read_tensorboard`).
+
 Module names equal DeepfakeBench's (``encoder_f, encoder_c, con_gan, head_spe, head_sha, block_spe,
 block_sha``; Xception internals as in its ``networks/xception.py``), so a released ``ucf_best.pth`` loads into
 :func:`build_full` with ``strict=True`` (:func:`load_deepfakebench`).

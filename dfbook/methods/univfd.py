@@ -170,8 +170,9 @@ def features_for(backbone, df: pd.DataFrame, transform: Transform, *, layer: str
     out = features.extract(backbone, unique, layer=layer, transform=transform, transform_key=repr(transform),
                            batch_size=batch_size)
     pos = pd.Index(unique["path"]).get_indexer(df["path"])
-    take = lambda a: np.asarray(a)[pos]  # noqa: E731 - tiny re-indexer
-    return {k: take(v) for k, v in out.items()} if isinstance(out, dict) else take(out)
+    if isinstance(out, dict):
+        return {k: np.asarray(v)[pos] for k, v in out.items()}
+    return np.asarray(out)[pos]
 
 
 def l2_normalise(x: np.ndarray) -> np.ndarray:
@@ -313,7 +314,7 @@ class Probe(nn.Module):
     def __init__(self, backbone, head: nn.Linear | None = None):
         super().__init__()
         self.backbone = backbone
-        self.encoder = backbone.image_tower if backbone.clip is None else backbone.clip.visual
+        self.encoder = backbone.image_tower  # registered, so parameter counts and .to(device) include it
         for p in backbone.model.parameters():
             p.requires_grad = False
         self.fc = head if head is not None else linear_probe(backbone.dim)

@@ -654,11 +654,12 @@ class _Snapshots:
         return out
 
 
-def tsne_strip(snapshots: dict[int, np.ndarray], truth: np.ndarray, *, max_panels: int = 6, seed: int = 0,
+def tsne_strip(snapshots: dict[int, np.ndarray], truth: np.ndarray, *, max_panels: int = 4, seed: int = 0,
                title: str = "t-SNE of the normalised embedding per epoch"):
     """One t-SNE panel per epoch (at most ``max_panels``, evenly spaced, first and last kept), points coloured by
     the ground truth (blue real, red fake; the network never saw these colours unless trained on them)."""
     from sklearn.manifold import TSNE
+    from threadpoolctl import threadpool_limits
 
     from dfbook import plots
 
@@ -670,8 +671,10 @@ def tsne_strip(snapshots: dict[int, np.ndarray], truth: np.ndarray, *, max_panel
         fig, axes = plots._figure(1, len(epochs), size=(2.3 * len(epochs), 2.5))
         for ax, e in zip(axes.flat, epochs):
             z = snapshots[e]
-            emb = TSNE(2, perplexity=min(30.0, (len(z) - 1) / 3), init="pca", random_state=seed,
-                       max_iter=250).fit_transform(z)
+            # one thread: on a few hundred points OpenMP start-up and spinning cost more than they save
+            with threadpool_limits(1):
+                emb = TSNE(2, perplexity=min(30.0, (len(z) - 1) / 3), init="pca", random_state=seed,
+                           max_iter=250).fit_transform(z)
             for lab in (0, 1):
                 m = truth == lab
                 ax.scatter(emb[m, 0], emb[m, 1], s=4, alpha=0.7, color=plots.CLASS_COLORS[lab],
@@ -1039,9 +1042,11 @@ def interframe_plot(stats: dict[str, pd.DataFrame], *, bins: int = 20):
                 edges = np.histogram_bin_edges(vals[np.isfinite(vals)], bins=bins)
                 for lab in (0, 1):
                     v = vals[(st["label"] == lab).to_numpy() & np.isfinite(vals)]
-                    ax.hist(v, bins=edges, alpha=0.55, density=True, color=plots.CLASS_COLORS[lab],
-                            label=f"{plots.CLASS_NAMES[lab]} ({len(v)})")
-                ax.set(title=f"{name}: {col}", xlabel="mean over consecutive frames" if c == 0 else "mean distance")
+                    ax.hist(v, bins=edges, alpha=0.55, weights=np.full(len(v), 1 / max(len(v), 1)),
+                            color=plots.CLASS_COLORS[lab], label=f"{plots.CLASS_NAMES[lab]} ({len(v)} videos)")
+                ax.set(title=f"{name}: {col}", ylabel="fraction of videos",
+                       xlabel="mean correlation of consecutive frames" if c == 0 else "mean distance of consecutive frames")
+                ax.ticklabel_format(axis="x", useOffset=False)
                 ax.legend()
     return fig
 
