@@ -199,7 +199,7 @@ def failure_summary(notebook: Path, log: Path | None = None, lines: int = 12) ->
 
 
 def run_chapter(chapter: str, profile: str = "mini", overrides: dict | None = None, *, dry_run: bool = False,
-                threads: int | None = None, cell_timeout: int = 900, env: dict | None = None,
+                threads: int | None = None, cell_timeout: int = 1800, env: dict | None = None,
                 quiet: bool = False) -> Result:
     """Execute one chapter; never raises for a failing cell (the Result says ``failed``)."""
     nb = read_notebook(chapter)
@@ -247,7 +247,7 @@ def run_chapter(chapter: str, profile: str = "mini", overrides: dict | None = No
 
 
 def run(chapters: Sequence[str] | None = None, profile: str = "mini", overrides: dict | None = None, *,
-        jobs: int = 1, dry_run: bool = False, cell_timeout: int = 900, env: dict | None = None) -> list[Result]:
+        jobs: int = 1, dry_run: bool = False, cell_timeout: int = 1800, env: dict | None = None) -> list[Result]:
     """Run chapters (default: all), ``jobs`` at a time; print a summary table; return the results."""
     paths.check_profile(profile)
     chapters = list(chapters or list_chapters())
