@@ -23,6 +23,7 @@ import platform
 import subprocess
 import time
 import uuid
+import warnings
 from collections.abc import Mapping
 from importlib import metadata
 from pathlib import Path
@@ -153,6 +154,7 @@ class Run:
         self.figures: dict[str, str] = {}
         self.notes: dict[str, Any] = {}
         self.headline: str | None = None
+        self._glued: dict[str, Any] = {}
 
     # -- numbers -------------------------------------------------------------------------------
     def metric(self, key: str, value: float, *, ci: tuple[float, float] | None = None,
@@ -166,7 +168,13 @@ class Run:
         self.metrics[key] = entry
         if headline:
             self.headline = key
-        _glue(key, value)
+        plain = _jsonable(value)  # glue plain Python numbers: myst-nb cannot format np.float64 reprs
+        if key not in self._glued:
+            _glue(key, plain)
+            self._glued[key] = plain
+        elif self._glued[key] != plain:
+            warnings.warn(f"metric {key!r} recorded again with a different value ({self._glued[key]} -> {plain}); "
+                          "the page text keeps the first (glue keys are unique per page)", stacklevel=2)
         return value
 
     def metric_dict(self, values: Mapping[str, float], prefix: str = "") -> dict:
