@@ -48,11 +48,12 @@ def list_chapters() -> list[str]:
     """Chapters in book order (``_toc.yml``), then any notebook not yet in the table of contents."""
     found = sorted(p.stem for p in paths.notebooks_dir().glob("*.md") if p.stem.lower() != "readme")
     toc = paths.repo_root() / "_toc.yml"
-    order = []
+    listed = []
     if toc.is_file():
-        text = toc.read_text()
-        order = [c for c in found if f"book/chapters/{c}\n" in text + "\n" or f"book/chapters/{c} " in text]
-        order.sort(key=lambda c: text.index(f"book/chapters/{c}"))
+        parts = (yaml.safe_load(toc.read_text()) or {}).get("parts", [])
+        listed = [c["file"].removeprefix("book/chapters/") for part in parts for c in part.get("chapters", [])
+                  if c.get("file", "").startswith("book/chapters/")]
+    order = [c for c in listed if c in found]
     return order + [c for c in found if c not in order]
 
 
