@@ -3,7 +3,7 @@ PYTHON  ?= $(shell command -v python3.11 || command -v python3)
 VENV    ?= .venv
 BIN     := $(VENV)/bin
 PROFILE ?= mini
-JOBS    ?= 1
+JOBS    ?= 2      # chapters side by side, one torch thread each (see README, "Same seed, same numbers")
 CHAPTER ?=
 
 .PHONY: setup book test lab run check clean

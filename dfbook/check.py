@@ -8,7 +8,7 @@ the run-to-run spread that justifies the bands (``dfbook spread``).
         corrected/auc: [0.62, 0.81]
       relations:                  # "<key> <op> <key or number> [+|- number]"
         - "leaky/auc >= corrected/auc"
-      spread: {seeds: [0, 1, 2], measured: {corrected/auc: [0.66, 0.71, 0.77]}, margin: "..."}
+      spread: {seeds: [0, 1, 2, 3, 4], coverage: 0.999, measured: {corrected/auc: [...]}}   # dfbook spread --write
     paper:                        # rows of paper_results.csv the chapter compares against (informational)
       - {system: ..., metric: AUC}
 """
@@ -21,6 +21,7 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import yaml
 
@@ -89,6 +90,22 @@ def check(chapters: Sequence[str] | None = None, profile: str = "mini") -> tuple
     return bool(len(table)) and bool(table["ok"].all()), table
 
 
+def paper_rows(chapter: str) -> pd.DataFrame:
+    """The published numbers the chapter's expected-results file points at (its ``paper:`` list of
+    ``dfbook.compare.select`` filters), with value, evidence tag and source from ``paper_results.csv``.
+    Which of them the chapter measures, and how close it gets, is the chapter's comparison table."""
+    from dfbook import compare
+
+    table = compare.load()
+    try:
+        rows = [compare.select(table, **sel) for sel in load_expected(chapter).get("paper") or []]
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{expected_path(chapter)}: bad 'paper:' entry: {exc}") from None
+    if not rows:
+        return pd.DataFrame(columns=["chapter", *PAPER_COLUMNS])
+    return pd.concat(rows, ignore_index=True).drop_duplicates().assign(chapter=chapter)[["chapter", *PAPER_COLUMNS]]
+
+
 def format_table(table: pd.DataFrame) -> str:
     if table.empty:
         return "no checks"
@@ -96,29 +113,96 @@ def format_table(table: pd.DataFrame) -> str:
     return shown.to_string(index=False)
 
 
-def spread(chapter: str, seeds: Sequence[int], profile: str = "mini", jobs: int = 1) -> pd.DataFrame:
-    """Run ``chapter`` once per seed (separate build folders, shared caches) and tabulate each metric's
-    values, min, max and a suggested band (min/max widened by half the range, at least 0.02)."""
+PAPER_COLUMNS = ["system", "train_set", "test_set", "metric", "value", "evidence", "source"]
+COVERAGE = 0.999  # ~35 bands are checked per CI run: at 99.9 % each, a correct run fails about one CI run in 30
+MIN_HALF_WIDTH = 0.01  # metrics that do not move with the seed still move with the platform's float kernels
+
+
+def band(values: Sequence[float], coverage: float = COVERAGE) -> tuple[float, float]:
+    """Prediction interval for one more run, from ``n`` runs that differ only in the seed:
+    ``mean ± t_{(1+coverage)/2, n-1} · sd · sqrt(1 + 1/n)`` (Student t, normal runs assumed), at least
+    ``±MIN_HALF_WIDTH``, clipped to [0, 1] when every value lies there. The seed reshuffles splits,
+    initialisation and batches, which covers the smaller perturbation of running on another CPU."""
+    from scipy import stats
+
+    v = np.asarray(values, float)
+    if len(v) < 3:
+        raise ValueError(f"a band needs at least 3 runs, got {len(v)}")
+    half = stats.t.ppf((1 + coverage) / 2, len(v) - 1) * v.std(ddof=1) * np.sqrt(1 + 1 / len(v))
+    lo, hi = v.mean() - max(half, MIN_HALF_WIDTH), v.mean() + max(half, MIN_HALF_WIDTH)
+    if v.min() >= 0 and v.max() <= 1:
+        lo, hi = max(lo, 0.0), min(hi, 1.0)
+    return round(float(lo), 3), round(float(hi), 3)
+
+
+def spread(chapter: str, seeds: Sequence[int], profile: str = "mini", jobs: int = 1,
+           write: bool = False) -> pd.DataFrame:
+    """Run ``chapter`` once per seed (separate build folders, shared caches, ``jobs`` at a time) and
+    tabulate each numeric metric's values and :func:`band`. ``write`` replaces the bands and the measured
+    spread in the chapter's expected-results file, for the metrics it already bands (comments above
+    the ``mini:`` line are kept; relations untouched)."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from dfbook import runner
 
-    values: dict[str, list] = {}
-    for seed in seeds:
+    def one(seed):
         build = paths.build_dir("spread", chapter, f"seed{seed}")
         res = runner.run_chapter(chapter, profile, {"SEED": int(seed)}, env={"DFBOOK_BUILD": str(build)})
         if res.status == "failed":
-            raise RuntimeError(f"{chapter} failed with SEED={seed}: {res.error}")
-        rec = json.loads(res.record.read_text())
+            raise RuntimeError(f"{chapter} failed with SEED={seed}: {res.error} (log: {res.log})")
+        return json.loads(res.record.read_text())
+
+    with ThreadPoolExecutor(max(1, jobs)) as pool:
+        records = list(pool.map(one, seeds))
+    values: dict[str, list] = {}
+    for rec in records:
         for key, entry in rec["metrics"].items():
-            if isinstance(entry.get("value"), (int, float)):
-                values.setdefault(key, []).append(entry["value"])
-    rows = []
-    for key, vals in values.items():
-        lo, hi = min(vals), max(vals)
-        margin = max((hi - lo) / 2, 0.02)
-        rows.append({"metric": key, "values": [round(v, 4) for v in vals], "min": lo, "max": hi,
-                     "band": [round(lo - margin, 3), round(hi + margin, 3)]})
+            if isinstance(entry.get("value"), (int, float)) and not isinstance(entry.get("value"), bool):
+                values.setdefault(key, []).append(float(entry["value"]))
+    rows = [{"metric": key, "values": [round(v, 4) for v in vals], "mean": float(np.mean(vals)),
+             "sd": float(np.std(vals, ddof=1)), "band": list(band(vals))}
+            for key, vals in values.items() if len(vals) == len(seeds)]
     table = pd.DataFrame(rows)
     out = paths.build_dir("spread", f"{chapter}.{profile}.json")
     report.write_json_atomic(out, {"chapter": chapter, "profile": profile, "seeds": list(seeds),
-                                   "metrics": rows})
+                                   "coverage": COVERAGE, "metrics": rows})
+    if write:
+        write_bands(chapter, profile, list(seeds), {r["metric"]: r for r in rows})
     return table
+
+
+def write_bands(chapter: str, profile: str, seeds: list[int], rows: dict[str, dict]) -> Path:
+    """Put measured bands into ``notebooks/expected/<chapter>.yaml`` for the keys it already bands.
+    Only the ``bands:`` and ``spread:`` blocks of the profile are rewritten; relations and comments stay."""
+    path = expected_path(chapter)
+    lines = path.read_text().splitlines(keepends=True)
+    section = (yaml.safe_load("".join(lines)) or {}).get(profile) or {}
+    keys = list(section.get("bands") or {})
+    missing = [k for k in keys if k not in rows]
+    if missing:
+        raise KeyError(f"{path}: banded metrics {missing} were not measured by the spread runs")
+    blocks = {"bands": {k: rows[k]["band"] for k in keys},
+              "spread": {"seeds": seeds, "coverage": COVERAGE, "measured": {k: rows[k]["values"] for k in keys}}}
+    for name, value in blocks.items():
+        lines = _replace_block(lines, profile, name, value, path)
+    path.write_text("".join(lines))
+    return path
+
+
+def _replace_block(lines: list[str], profile: str, name: str, value, path: Path) -> list[str]:
+    """Swap the ``  <name>:`` block under the top-level ``<profile>:`` key for ``value`` (append if absent)."""
+    top = [i for i, line in enumerate(lines) if line[:1] not in ("", " ", "#", "\n")]
+    try:
+        begin = next(i for i in top if lines[i].split("#")[0].strip() == f"{profile}:")
+    except StopIteration:
+        raise KeyError(f"{path}: no top-level '{profile}:' section") from None
+    end = next((i for i in top if i > begin), len(lines))
+    body = yaml.safe_dump({name: value}, sort_keys=False, default_flow_style=None, width=110)
+    new = ["  " + line + "\n" for line in body.splitlines()]
+    head = next((i for i in range(begin + 1, end) if lines[i].startswith(f"  {name}:")), None)
+    if head is None:
+        while end > begin + 1 and lines[end - 1][:1] in ("#", "\n"):  # comments above the next section stay there
+            end -= 1
+        return lines[:end] + new + lines[end:]
+    stop = next((i for i in range(head + 1, end) if lines[i].strip() and not lines[i].startswith("   ")), end)
+    return lines[:head] + new + lines[stop:]

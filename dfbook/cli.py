@@ -46,6 +46,14 @@ def _check(args) -> int:
 
     ok, table = check.check(args.chapters or None, args.profile)
     print(check.format_table(table))
+    if args.paper:
+        import pandas as pd
+
+        from dfbook.runner import list_chapters
+
+        papers = pd.concat([check.paper_rows(ch) for ch in args.chapters or list_chapters()], ignore_index=True)
+        print(f"\npublished numbers the chapters compare with ({len(papers)} rows of paper_results.csv):")
+        print(papers.to_string(index=False, max_colwidth=60))
     print("dfbook check: all expected results hold" if ok else "dfbook check: FAILED (see rows marked FAIL)")
     return 0 if ok else 1
 
@@ -53,7 +61,7 @@ def _check(args) -> int:
 def _spread(args) -> int:
     from dfbook import check
 
-    table = check.spread(args.chapter, args.seeds, args.profile)
+    table = check.spread(args.chapter, args.seeds, args.profile, jobs=args.jobs, write=args.write)
     print(table.to_string(index=False))
     return 0
 
@@ -109,12 +117,16 @@ def parser() -> argparse.ArgumentParser:
     c = sub.add_parser("check", help="compare result records with notebooks/expected/*.yaml")
     c.add_argument("chapters", nargs="*")
     c.add_argument("--profile", default="mini", choices=["mini", "full"])
+    c.add_argument("--paper", action="store_true", help="also list the published numbers each chapter compares with")
     c.set_defaults(func=_check)
 
     s = sub.add_parser("spread", help="run a chapter with several seeds and suggest expected-result bands")
     s.add_argument("chapter")
-    s.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    s.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     s.add_argument("--profile", default="mini", choices=["mini", "full"])
+    s.add_argument("--jobs", type=int, default=1, help="seeds to run in parallel")
+    s.add_argument("--write", action="store_true",
+                   help="replace the bands (of the metrics already banded) in notebooks/expected/<chapter>.yaml")
     s.set_defaults(func=_spread)
 
     pr = sub.add_parser("prepare", help="videos -> face crops + manifest (see `dfbook prepare -h`)", add_help=False)

@@ -67,3 +67,19 @@ def executed_dir(profile: str) -> Path:
 def notebooks_dir() -> Path:
     """Chapter sources; ``$DFBOOK_NOTEBOOKS`` points elsewhere (the runner's tests use a fixture folder)."""
     return _env_dir("DFBOOK_NOTEBOOKS", repo_root() / "notebooks")
+
+
+def source_digest(*relative: str) -> str:
+    """SHA-256 (12 hex) of the named source files of the dfbook package (``"bench/images.py"``, globs
+    allowed): part of the cache keys of generated artifacts, so that editing the code that makes them
+    can never return stale bytes. Any edit counts, comments included: a rebuild is cheaper than a doubt."""
+    import hashlib
+
+    package = Path(__file__).resolve().parent
+    files = sorted({f for pattern in relative for f in package.glob(pattern)})
+    if not files:
+        raise FileNotFoundError(f"no dfbook source file matches {relative} under {package}")
+    digest = hashlib.sha256()
+    for f in files:
+        digest.update(f.relative_to(package).as_posix().encode() + b"\0" + f.read_bytes())
+    return digest.hexdigest()[:12]

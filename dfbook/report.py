@@ -100,6 +100,7 @@ def environment() -> dict:
         import torch
 
         env["threads"] = torch.get_num_threads()
+        env["cpu_capability"] = torch.backends.cpu.get_cpu_capability()  # kernels differ by ISA (AVX2/AVX512)
         env["device"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
         env["cuda"] = torch.version.cuda if torch.cuda.is_available() else None
     except ImportError:  # pragma: no cover

@@ -221,7 +221,7 @@ def run_chapter(chapter: str, profile: str = "mini", overrides: dict | None = No
     child_env.setdefault("HF_HUB_OFFLINE", "1")
     if threads:
         child_env["DFBOOK_THREADS"] = str(threads)
-        child_env.setdefault("OMP_NUM_THREADS", str(threads))
+    child_env.setdefault("OMP_NUM_THREADS", child_env.get("DFBOOK_THREADS") or "1")  # see runtime.set_threads
     spec = {"chapter": chapter, "source": str(chapter_path(chapter)), "output": str(out),
             "parameters": params, "cwd": str(paths.notebooks_dir()), "dry_run": dry_run,
             "cell_timeout": cell_timeout}
@@ -258,11 +258,9 @@ def run(chapters: Sequence[str] | None = None, profile: str = "mini", overrides:
             _truncate_for_dry_run(nb, ch)
         resolve_parameters(ch, profile, overrides, dry_run, nb)
     jobs = max(1, min(jobs, len(chapters)))
-    threads = max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else None
 
     def one(ch):
-        res = run_chapter(ch, profile, overrides, dry_run=dry_run, threads=threads, cell_timeout=cell_timeout,
-                          env=env)
+        res = run_chapter(ch, profile, overrides, dry_run=dry_run, cell_timeout=cell_timeout, env=env)
         mark = "FAILED" if res.status == "failed" else res.status
         print(f"[{ch}] {mark} in {res.seconds:.1f} s", flush=True)
         if res.status == "failed":

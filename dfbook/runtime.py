@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+from contextlib import contextmanager
 
 import numpy as np
 
@@ -38,14 +39,34 @@ def device(prefer: str = "auto"):
 
 
 def set_threads(n: int | None = None) -> int:
-    """Intra-op threads for torch: ``n``, else ``$DFBOOK_THREADS`` (set by the runner when chapters
-    run in parallel), else torch's default."""
+    """Threads for torch and the BLAS/OpenMP pools: ``n``, else ``$DFBOOK_THREADS``, else 1.
+
+    One thread is the default because CPU training is bit-identical only for a fixed thread count (the
+    reduction order changes with it, and a few hundred SGD steps turn that into different numbers): with
+    the default, a chapter gives the same numbers from ``dfbook run``, ``dfbook book --jobs N`` and
+    JupyterLab. Parallelism comes from running chapters side by side (``--jobs``). A larger count is
+    faster and gives numbers that differ within the run-to-run spread; the result record notes it."""
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    n = n or int(os.environ.get("DFBOOK_THREADS", "0") or 0) or 1
+    torch.set_num_threads(n)
+    threadpool_limits(n)
+    return n
+
+
+@contextmanager
+def single_thread():
+    """Run a block with one torch thread whatever the caller set: for cached artifacts (generated
+    images, pretrained zoo weights) that every run must get bit-identical."""
     import torch
 
-    n = n or int(os.environ.get("DFBOOK_THREADS", "0") or 0)
-    if n > 0:
-        torch.set_num_threads(n)
-    return torch.get_num_threads()
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def setup(seed: int = 0, device_name: str = "auto"):

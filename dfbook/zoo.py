@@ -52,7 +52,7 @@ from filelock import FileLock
 from torch import nn
 from tqdm.auto import tqdm
 
-from dfbook import backbones, imageio, paths
+from dfbook import backbones, imageio, paths, runtime
 from dfbook.bench import camera
 
 log = logging.getLogger(__name__)
@@ -252,14 +252,16 @@ def _to_tensor(imgs: np.ndarray, mean, std) -> torch.Tensor:
 # ----------------------------------------------------------------------------- pretraining
 
 def key(arch: str, *, recipe: dict | None = None, corpus_key: str | None = None, seed: int = 0) -> str:
-    """Cache key of one zoo member: hash of VERSION, architecture, recipe, corpus and seed."""
+    """Cache key of one zoo member: hash of VERSION, architecture, recipe, corpus, seed and the source of
+    this module and of ``dfbook.backbones`` (which build the networks)."""
     from dfbook.bench import corpus
 
     _check_arch(arch)
     family = "clip" if arch == "clip" else "cnn"
     blob = json.dumps({"version": VERSION, "arch": ARCHS[arch], "size": SIZE, "edits": EDITS,
                        "recipe": recipe or RECIPE[family], "held_out": HELD_OUT, "seed": seed,
-                       "corpus": corpus_key or corpus.key("images", **CORPUS)}, sort_keys=True, default=str)
+                       "corpus": corpus_key or corpus.key("images", **CORPUS),
+                       "source": paths.source_digest("zoo.py", "backbones.py")}, sort_keys=True, default=str)
     return f"{arch}-{hashlib.sha256(blob.encode()).hexdigest()[:12]}"
 
 
@@ -293,7 +295,8 @@ def pretrain(arch: str, *, df: pd.DataFrame | None = None, recipe: dict | None =
         torch.manual_seed(seed)
         model = create(arch, pretrained=False, init_seed=seed)
         fit = _fit_clip if family == "clip" else _fit_cnn
-        history = fit(model, train_df, imgs, recipe, np.random.default_rng(seed))
+        with runtime.single_thread():  # the weights must not depend on the caller's thread count
+            history = fit(model, train_df, imgs, recipe, np.random.default_rng(seed))
         seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
         target = model.clip if family == "clip" else model.model
         tmp = path.with_suffix(f".tmp{int(time.time() * 1e6)}")
@@ -301,7 +304,7 @@ def pretrain(arch: str, *, df: pd.DataFrame | None = None, recipe: dict | None =
         tmp.replace(path)
         held_metrics = evaluate(model, held, classes=sorted(data["content"].unique()))
         meta = {"key": k, "arch": arch, "recipe": recipe, "seed": seed, "train_images": len(train_df),
-                "held_out": len(held), "seconds": round(seconds, 1), "cpu_seconds": round(cpu, 1), "threads": torch.get_num_threads(),
+                "held_out": len(held), "seconds": round(seconds, 1), "cpu_seconds": round(cpu, 1), "threads": 1,
                 "history": history, "held_out_metrics": held_metrics, "params": model.params()}
         path.with_suffix(".json").write_text(json.dumps(meta, indent=1))
         log.info("mini:%s pretrained in %.0f s: %s", arch, seconds, held_metrics)

@@ -6,16 +6,14 @@ import pytest
 import torch
 from PIL import Image
 
-from dfbook import backbones
+from dfbook import backbones, runtime
 from dfbook.methods import clip_peft as cp
 
 
 @pytest.fixture(autouse=True)
 def _threads():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+    with runtime.single_thread():
+        yield
 
 
 def _count(m):

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from dfbook import runtime
 from dfbook.methods import defenders as d
 
 # Same composition as the release (2 ConvNeXt + 5 EfficientNet experts), tiny widths.
@@ -23,10 +24,8 @@ SIZE = 64
 
 @pytest.fixture(autouse=True)
 def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+    with runtime.single_thread():
+        yield
 
 
 def _release_like(tmp_path, *, as_list=False, seed=0):

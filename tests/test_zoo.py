@@ -137,3 +137,16 @@ def test_clip_pretraining_learns_captions(tmp_path):
     # 12 distinct captions: chance R@1 ~ 1/12 (measured 0.58 after 60 steps)
     assert held["caption_r1"] > 0.4 > 3 * held["chance_caption_r1"]
     assert 0 <= held["zero_shot_content_acc"] <= 1  # reported; colour-less prompts are hard for a tiny CLIP
+
+
+def test_cache_keys_follow_the_generating_source(monkeypatch):
+    from dfbook import paths
+    from dfbook.bench import corpus
+
+    before = corpus.key("images"), zoo.key("clip", corpus_key="c1")
+    monkeypatch.setattr(paths, "source_digest", lambda *files: "edited")
+    assert corpus.key("images") != before[0] and zoo.key("clip", corpus_key="c1") != before[1]
+    monkeypatch.undo()
+    assert paths.source_digest("bench/*.py") != paths.source_digest("bench/images.py")
+    with pytest.raises(FileNotFoundError, match="no dfbook source file"):
+        paths.source_digest("nope/*.py")

@@ -2,8 +2,8 @@
 
 ``load("faces", **params)`` or ``load("images", **params)`` returns the manifest of the corpus,
 generating it first when it is not cached. The cache key holds the generator module's ``VERSION``,
-its ``DEFAULTS`` overridden by ``params`` — everything that changes the bytes — so a changed
-generator or parameter never returns stale images. Generation happens in a temporary folder that
+its ``DEFAULTS`` overridden by ``params`` and a digest of the generating source files — everything
+that changes the bytes — so a changed generator or parameter never returns stale images. Generation happens in a temporary folder that
 is renamed into place when complete, under a file lock, so two notebooks running at once are safe.
 """
 
@@ -41,8 +41,8 @@ def resolve(kind: str, **params) -> dict:
 
 def key(kind: str, **params) -> str:
     mod = _module(kind)
-    blob = json.dumps({"kind": kind, "version": mod.VERSION, "params": resolve(kind, **params)},
-                      sort_keys=True, default=str)
+    blob = json.dumps({"kind": kind, "version": mod.VERSION, "params": resolve(kind, **params),
+                       "source": paths.source_digest("bench/*.py")}, sort_keys=True, default=str)
     return f"{kind}-{hashlib.sha256(blob.encode()).hexdigest()[:12]}"
 
 

@@ -43,6 +43,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from dfbook import runtime
 from dfbook.bench import scenes
 
 
@@ -369,12 +370,8 @@ def run(gen: Generator, x: np.ndarray, *, seg: np.ndarray | None, content_idx: n
     if x.shape[1] % 16:
         raise ValueError(f"image size {x.shape[1]} is not divisible by 16 (the generators upsample x16)")
     out = np.empty(x.shape, np.uint8)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # small tensors: threads only add contention; also bit-stable results
-    try:
+    with runtime.single_thread():  # small tensors: threads only add contention; also bit-stable results
         _run_chunks(gen, x, out, seg, content_idx, rng, generator_seed, chunk)
-    finally:
-        torch.set_num_threads(threads)
     return out
 
 
