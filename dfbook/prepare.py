@@ -142,13 +142,20 @@ def resize(rgb: np.ndarray, size: int) -> np.ndarray:
 
 # ------------------------------------------------------------------------------------------ reading
 
-def frame_indices(n_total: int, n_frames: int) -> np.ndarray:
+def frame_indices(n_total: int, n_frames: int, *, fps: float | None = None,
+                  video_fps: float | None = None) -> np.ndarray:
     """Evenly spaced frame indices, DeepfakeBench's ``fixed_num_frames``; fewer when the video is
-    shorter than ``n_frames`` (duplicates removed)."""
-    return np.unique(np.linspace(0, n_total - 1, n_frames, dtype=int))
+    shorter than ``n_frames`` (duplicates removed). With ``fps``: one frame every ``1/fps`` seconds
+    from the first (the CLIP seed's 1 fps frame package), as many as the video has, given its
+    ``video_fps``; ``n_frames`` is then ignored."""
+    if fps is None:
+        return np.unique(np.linspace(0, n_total - 1, n_frames, dtype=int))
+    if not fps > 0 or not (video_fps or 0) > 0:
+        raise ValueError(f"frame_indices: need fps > 0 and the video's frame rate > 0 (got {fps}, {video_fps})")
+    return np.unique(np.round(np.arange(0, n_total, video_fps / fps)).astype(int).clip(0, n_total - 1))
 
 
-def read_frames(path: Path, n_frames: int) -> Iterator[tuple[int, np.ndarray | None]]:
+def read_frames(path: Path, n_frames: int, fps: float | None = None) -> Iterator[tuple[int, np.ndarray | None]]:
     """``(frame index, RGB uint8 or None if that frame would not decode)`` for the sampled frames.
 
     Decodes sequentially and retrieves only the wanted frames (seeking is unreliable in many
@@ -171,8 +178,12 @@ def read_frames(path: Path, n_frames: int) -> Iterator[tuple[int, np.ndarray | N
         if n == 0:
             raise UnreadableInput(f"video {path} has no decodable frame; re-download it, or pass "
                                   "lenient=True (--lenient) to skip and count such files")
+        video_fps = cap.get(cv2.CAP_PROP_FPS) if fps else None
+        if fps and not video_fps > 0:
+            raise UnreadableInput(f"video {path} does not state its frame rate, so --fps cannot sample it; "
+                                  "use --frames N (evenly spaced) instead")
         pos, ok = 0, True
-        for idx in frame_indices(n, n_frames):
+        for idx in frame_indices(n, n_frames, fps=fps, video_fps=video_fps):
             while ok and pos < idx:
                 ok, pos = cap.grab(), pos + 1
             frame = None
@@ -210,11 +221,12 @@ def _sources(src) -> pd.DataFrame:
                             f"sub-folders; dataset names ({', '.join(VIDEO_DATASETS)}) work on the command line.")
 
 
-def _process(row: dict, out_dir: Path, detect: Callable, n_frames: int, scale: float, size: int) -> dict:
+def _process(row: dict, out_dir: Path, detect: Callable, n_frames: int, scale: float, size: int,
+             fps: float | None = None) -> dict:
     """Faces and missing frames of one source; PNGs written under ``out_dir/faces``."""
     path = Path(row["path"])
     if row["frame"] == VIDEO or path.suffix.lower() in VIDEO_EXTS:
-        frames = read_frames(path, n_frames)
+        frames = read_frames(path, n_frames, fps)
     else:
         try:
             frames = iter([(int(row["frame"]), imageio.read_rgb(path))])
@@ -257,21 +269,25 @@ def _pin_params(out_dir: Path, params: dict) -> None:
 
 
 def prepare(src, out_dir: str | Path, *, n_frames: int = 32, detector: str = "mtcnn", scale: float = 1.3,
-            size: int = 256, lenient: bool = False, device: str = "cpu", progress: bool = True) -> Prepared:
+            size: int = 256, lenient: bool = False, device: str = "cpu", progress: bool = True,
+            fps: float | None = None) -> Prepared:
     """Videos or images -> face PNGs + manifest (see the module docstring).
 
     ``src``: a video/image manifest (DataFrame or CSV, e.g. from ``dfbook.datasets.ffpp``) or a
     folder with ``real/`` and ``fake/``. ``lenient=False`` raises :class:`UnreadableInput` naming
     the first unreadable file; ``lenient=True`` skips and counts it. Resumable: rerun the same call.
+    ``fps``: one frame every ``1/fps`` seconds instead of ``n_frames`` evenly spaced ones.
     """
     if detector not in DETECTORS:
         raise ValueError(f"unknown detector {detector!r}; use one of {DETECTORS}")
-    if n_frames < 1 or size < 8 or scale < 1:
-        raise ValueError(f"prepare: need n_frames >= 1, size >= 8, scale >= 1 (got {n_frames}, {size}, {scale})")
+    if n_frames < 1 or size < 8 or scale < 1 or (fps is not None and not fps > 0):
+        raise ValueError(f"prepare: need n_frames >= 1, size >= 8, scale >= 1, fps > 0 or None "
+                         f"(got {n_frames}, {size}, {scale}, {fps})")
     sources = _sources(src)
     out_dir = Path(out_dir).expanduser().resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
-    _pin_params(out_dir, {"format": FORMAT, "n_frames": n_frames, "detector": detector, "scale": scale, "size": size})
+    sampling = {"n_frames": n_frames} if fps is None else {"fps": fps}
+    _pin_params(out_dir, {"format": FORMAT, **sampling, "detector": detector, "scale": scale, "size": size})
     rows = sources.to_dict("records")
     keys = manifest.video_key(sources).tolist()
     owners: dict[str, set] = {}
@@ -294,7 +310,7 @@ def prepare(src, out_dir: str | Path, *, n_frames: int = 32, detector: str = "mt
         else:
             detect = detect or make_detector(detector, device)
             try:
-                result = _process(row, out_dir, detect, n_frames, scale, size)
+                result = _process(row, out_dir, detect, n_frames, scale, size, fps)
             except UnreadableInput as e:
                 if not lenient:
                     raise
@@ -326,7 +342,7 @@ def prepare(src, out_dir: str | Path, *, n_frames: int = 32, detector: str = "mt
 # -------------------------------------------------------------------------------------------- CLI
 
 def main(argv: list[str] | None = None) -> int:
-    """``dfbook prepare SRC OUT [--frames N] [--detector mtcnn|haar] [--size N] [--scale S] [--lenient]``."""
+    """``dfbook prepare SRC OUT [--frames N | --fps F] [--detector mtcnn|haar] [--size N] [--scale S] [--lenient]``."""
     p = argparse.ArgumentParser(prog="dfbook prepare", description=(
         "Extract evenly spaced frames, detect the largest face, save square crops as PNG plus manifest.csv. "
         "Resumable: rerun the same command after an interruption."))
@@ -334,6 +350,8 @@ def main(argv: list[str] | None = None) -> int:
                                "a manifest CSV, or a folder with real/ and fake/ sub-folders")
     p.add_argument("out", help="output folder")
     p.add_argument("--frames", type=int, default=32, help="frames per video, evenly spaced (default 32)")
+    p.add_argument("--fps", type=float, default=None,
+                   help="instead of --frames: one frame every 1/FPS seconds (e.g. 1 for the CLIP seed's package)")
     p.add_argument("--detector", choices=DETECTORS, default="mtcnn")
     p.add_argument("--size", type=int, default=256, help="side of the saved crops in pixels (default 256)")
     p.add_argument("--scale", type=float, default=1.3, help="crop side / face box side (default 1.3)")
@@ -349,7 +367,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             src = args.src
         out = prepare(src, args.out, n_frames=args.frames, detector=args.detector, scale=args.scale,
-                      size=args.size, lenient=args.lenient, device=args.device)
+                      size=args.size, lenient=args.lenient, device=args.device, fps=args.fps)
     except (OSError, ValueError, RuntimeError) as e:  # DatasetError and UnreadableInput are OSErrors
         print(f"dfbook prepare: {e}", file=sys.stderr)
         return 2

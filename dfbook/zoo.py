@@ -292,10 +292,12 @@ def pretrain(arch: str, *, df: pd.DataFrame | None = None, recipe: dict | None =
         if n_skip:
             raise RuntimeError(f"{n_skip} pretraining images could not be read")  # unreachable: strict mode
         log.info("pretraining mini:%s on %d real images (key %s)", arch, len(imgs), k)
-        torch.manual_seed(seed)
-        model = create(arch, pretrained=False, init_seed=seed)
         fit = _fit_clip if family == "clip" else _fit_cnn
-        with runtime.single_thread():  # the weights must not depend on the caller's thread count
+        # The weights must not depend on the caller's thread count, and the caller's torch RNG must not
+        # depend on whether the zoo was cached: a cold run would otherwise draw different numbers.
+        with torch.random.fork_rng(devices=[]), runtime.single_thread():
+            torch.manual_seed(seed)
+            model = create(arch, pretrained=False, init_seed=seed)
             history = fit(model, train_df, imgs, recipe, np.random.default_rng(seed))
         seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
         target = model.clip if family == "clip" else model.model

@@ -52,6 +52,22 @@ def test_frame_indices_are_deepfakebench_linspace():
     assert prepare.frame_indices(5, 32).tolist() == [0, 1, 2, 3, 4]  # short video: each frame once
 
 
+def test_frame_indices_at_a_fixed_rate():
+    assert prepare.frame_indices(95, 32, fps=1, video_fps=25).tolist() == [0, 25, 50, 75]   # n_frames ignored
+    assert prepare.frame_indices(10, 32, fps=4, video_fps=10).tolist() == [0, 2, 5, 8]      # 2.5-frame steps
+    with pytest.raises(ValueError, match="frame rate"):
+        prepare.frame_indices(10, 32, fps=1, video_fps=0)
+
+
+def test_prepare_at_a_fixed_rate(folder, tmp_path):
+    """The clip is 12 frames at 10 fps: 5 fps samples frames 0, 2, ..., 10 (faces from frame 3 on)."""
+    out = prepare.prepare(folder, tmp_path / "out", fps=5, detector="haar", size=64, progress=False)
+    real = out.manifest[out.manifest["method"] == "real"]
+    missing = out.faces_missing[out.faces_missing["video_key"].str.contains("/real/")]
+    assert sorted(real["frame"].tolist() + missing["frame"].tolist()) == [0, 2, 4, 6, 8, 10]
+    assert json.loads((tmp_path / "out" / "prepare.json").read_text())["fps"] == 5
+
+
 def test_square_crop_stays_square_and_inside():
     img = np.zeros((100, 200, 3), np.uint8)
     crop = prepare.square_crop(img, np.array([170.0, 10, 200, 50]), 1.3)  # box at the right edge

@@ -248,7 +248,7 @@ def load_frames(frames: str = "", domain: str = "ffpp") -> pd.DataFrame:
 
     ``frames=""``: the ``domain`` rows of the mini faces corpus. Otherwise a frame manifest CSV, absolute or
     relative to ``$DFBOOK_DATA``, whose relative paths are resolved against the CSV's folder -- e.g. the
-    ``manifest.csv`` of ``dfbook prepare`` run on ``dfbook.datasets.ffpp(compression="c40")`` at 1 fps, as
+    ``manifest.csv`` of ``dfbook prepare ffpp OUT --compression c40 --fps 1``, as
     the seed's frame package (§2.2)."""
     if not frames:
         from dfbook.bench import corpus
