@@ -29,6 +29,9 @@ from dfbook import paths, report
 
 OPS = {">=": operator.ge, "<=": operator.le, ">": operator.gt, "<": operator.lt, "==": operator.eq}
 _REL = re.compile(r"^\s*(\S+)\s*(>=|<=|==|>|<)\s*(\S+)\s*(?:([+-])\s*([0-9.eE+-]+))?\s*$")
+PAPER_COLUMNS = ["system", "train_set", "test_set", "metric", "value", "evidence", "source"]
+COVERAGE = 0.999  # ~40 bands are checked per CI run: at 99.9 % each, a correct run fails about one CI run in 25
+MIN_HALF_WIDTH = 0.01  # metrics that do not move with the seed still move with the platform's float kernels
 
 
 def expected_path(chapter: str) -> Path:
@@ -111,11 +114,6 @@ def format_table(table: pd.DataFrame) -> str:
         return "no checks"
     shown = table.assign(ok=table["ok"].map({True: "ok", False: "FAIL"}))
     return shown.to_string(index=False)
-
-
-PAPER_COLUMNS = ["system", "train_set", "test_set", "metric", "value", "evidence", "source"]
-COVERAGE = 0.999  # ~35 bands are checked per CI run: at 99.9 % each, a correct run fails about one CI run in 30
-MIN_HALF_WIDTH = 0.01  # metrics that do not move with the seed still move with the platform's float kernels
 
 
 def band(values: Sequence[float], coverage: float = COVERAGE) -> tuple[float, float]:

@@ -9,6 +9,7 @@ from an environment variable; nothing depends on the current working directory.
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 
@@ -69,6 +70,7 @@ def notebooks_dir() -> Path:
     return _env_dir("DFBOOK_NOTEBOOKS", repo_root() / "notebooks")
 
 
+@functools.lru_cache(maxsize=None)  # the sources do not change while a process runs: read them once
 def source_digest(*relative: str) -> str:
     """SHA-256 (12 hex) of the named source files of the dfbook package (``"bench/images.py"``, globs
     allowed): part of the cache keys of generated artifacts, so that editing the code that makes them

@@ -200,7 +200,7 @@ def failure_summary(notebook: Path, log: Path | None = None, lines: int = 12) ->
 
 
 def run_chapter(chapter: str, profile: str = "mini", overrides: dict | None = None, *, dry_run: bool = False,
-                threads: int | None = None, cell_timeout: int = 1800, env: dict | None = None,
+                cell_timeout: int = 1800, env: dict | None = None,
                 quiet: bool = False) -> Result:
     """Execute one chapter; never raises for a failing cell (the Result says ``failed``)."""
     nb = read_notebook(chapter)
@@ -219,8 +219,6 @@ def run_chapter(chapter: str, profile: str = "mini", overrides: dict | None = No
     run_id = uuid.uuid4().hex[:12]
     child_env.update({"DFBOOK_RUN_ID": run_id, "DFBOOK_BUILD": str(build), "PYTHONHASHSEED": "0"})
     child_env.setdefault("HF_HUB_OFFLINE", "1")
-    if threads:
-        child_env["DFBOOK_THREADS"] = str(threads)
     child_env.setdefault("OMP_NUM_THREADS", child_env.get("DFBOOK_THREADS") or "1")  # see runtime.set_threads
     spec = {"chapter": chapter, "source": str(chapter_path(chapter)), "output": str(out),
             "parameters": params, "cwd": str(paths.notebooks_dir()), "dry_run": dry_run,
