@@ -139,3 +139,101 @@ def test_comparison_rows_select_paper_and_seed():
     rows, keys = hier.comparison_rows()
     assert set(rows["quantity"]) == set(keys)
     assert {"paper", "seed"} <= set(rows["source_kind"])
+
+
+def _png_set(folder, n=12, side=20):
+    from PIL import Image
+
+    rng = np.random.default_rng(3)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(n):
+        p = folder / f"im{i:02d}.png"
+        Image.fromarray(rng.integers(0, 256, (side, side, 3), dtype=np.uint8)).save(p)
+        paths.append(str(p))
+    return pd.DataFrame({"path": paths})
+
+
+SPEC = {"mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}
+
+
+def _prefix():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU())
+
+
+def test_streamed_rows_give_the_in_memory_pixels_edits_and_subsets(tmp_path):
+    df = _png_set(tmp_path / "set")
+    arr, rows = hier.image_set(df, 16), hier.image_set(df, 16, stream=True)
+    prefix = _prefix()
+    flow = lambda r: r.prefix(torch.stack([r[i] for i in range(len(r))]))
+    with torch.no_grad():
+        assert torch.allclose(flow(hier.prefix_features(prefix, rows, SPEC)), hier.prefix_features(prefix, arr, SPEC), atol=1e-6)
+        fmt, q = np.where(np.arange(12) % 2, "jpg", "png"), np.full(12, 70)
+        mask = np.arange(12) >= 5   # a subset keeps its manifest rows, so per-row formats stay aligned
+        streamed = flow(hier.prefix_features(prefix, hier.reencode(rows, fmt, q)[mask], SPEC))
+        assert torch.allclose(streamed, hier.prefix_features(prefix, hier.reencode(arr, fmt, q)[mask], SPEC), atol=1e-6)
+        for kind, level in [("jpeg", 50), ("resize", 0.5), ("rotation", 10)]:
+            got = flow(hier.prefix_features(prefix, hier.perturb(rows, kind, level), SPEC))
+            assert torch.allclose(got, hier.prefix_features(prefix, hier.perturb(arr, kind, level), SPEC), atol=1e-6)
+    assert hier.perturb(rows, "jpeg", 0) is rows and hier.is_noop("resize", 1.0) and not hier.is_noop("rotation", 90)
+    with pytest.raises(ValueError, match="prefix_features"):
+        rows[0]                                   # not normalised yet
+
+
+def test_streamed_training_equals_in_memory_training(tmp_path):
+    df = _png_set(tmp_path / "set", n=24)
+    y = np.arange(24) % 2
+    prefix = _prefix()
+    make = lambda k: nn.Sequential(nn.Conv2d(4, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, k))
+    cfg = train.TrainConfig(epochs=2, batch_size=4, optimizer="adam", lr=0.01, monitor="val_bacc",
+                            restore_best=True, amp=False)
+    tr, va = np.arange(24) < 16, np.arange(24) >= 16
+    out = []
+    for x in (hier.image_set(df, 16), hier.image_set(df, 16, stream=True)):
+        f = hier.prefix_features(prefix, x, SPEC)
+        suffix = hier._fresh(make, 2, 0)
+        hier.fit_node(suffix, f[tr], y[tr], f[va], y[va], cfg)
+        out.append(hier.probabilities(suffix, f))
+    assert out[0].shape == (24, 2)
+    np.testing.assert_allclose(out[0], out[1], atol=1e-5)
+    assert all(not p.requires_grad for p in prefix.parameters())   # the frozen part stayed frozen
+
+
+def test_streaming_reports_missing_and_empty_files_up_front(tmp_path):
+    df = _png_set(tmp_path / "set", n=3)
+    open(df["path"][1], "wb").close()
+    df.loc[2, "path"] = str(tmp_path / "gone.png")
+    with pytest.raises(hier.imageio.ImageReadError, match=r"2 of 3 images.*im01.png.*gone.png"):
+        hier.image_set(df, 16, stream=True)
+
+
+@pytest.mark.slow  # runs the chapter (papermill): ~60 s
+def test_full_profile_runs_on_generator_folders_with_local_weights(tmp_path, monkeypatch, build_dir):
+    """The shipped `full` parameters -- generator folders, timm ResNet-18/34 and the seed's ResNet-50 from local
+    weight files, whole-network fine-tuning, streaming with worker processes, the format control -- on a stand-in:
+    10 small PNGs per folder and random weights saved where a user puts the downloaded ones. Only the sizes
+    (input side, epochs, batch, workers) are overridden."""
+    import json
+
+    import timm
+    import yaml
+
+    from dfbook import backbones, paths, runner
+
+    monkeypatch.setenv("DFBOOK_DATA", str(tmp_path / "data"))
+    full = yaml.safe_load((paths.notebooks_dir() / "params" / "hierarchical.full.yaml").read_text())
+    for folder in ["real", *full["GAN_LEAVES"], *full["DM_LEAVES"], *full["APART"]]:
+        _png_set(tmp_path / "data" / "generators" / folder, n=10, side=40)
+    for name in {*full["BACKBONES"], full["SEED_BACKBONE"]}:
+        stem = backbones.expected_weights(name)
+        stem.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(timm.create_model(backbones.parse(name)[1]).state_dict(), stem.with_name(stem.name + ".pth"))
+    res = runner.run_chapter("hierarchical", "full", {"SIZE": 32, "EPOCHS": 1, "BATCH": 16, "WORKERS": 2}, quiet=True)
+    assert res.status == "ok", res.error
+    rec = json.loads(res.record.read_text())
+    assert rec["params"]["STREAM"] and rec["params"]["TRAIN_FROM"] == "conv1"
+    assert all(w.startswith("file:") for w in rec["notes"]["weights"].values()), rec["notes"]["weights"]
+    for key in ("paper/level1/bacc", "paper/end_to_end/bacc", "format/confounded/level1/bacc_png_test",
+                "seed_protocol/level1/bacc", "robust/jpeg/end_to_end/bacc"):
+        assert 0 <= rec["metrics"][key]["value"] <= 1, key

@@ -15,13 +15,20 @@ Every node of a tree shares one prefix, so the prefix's output is computed once 
 nodes in a CPU minute.
 
 Arrays: images are ``uint8 (N, H, W, 3)`` RGB; prefix features are ``float32 (N, C, h, w)``; class
-probabilities are ``float (N, K)`` rows summing to 1.
+probabilities are ``float (N, K)`` rows summing to 1. The ``full`` profile's ~80k images do not fit in memory
+(~12 GB as uint8 at 224², four times that as features): there an :class:`ImageRows` stands in for both. It
+reads each image from disk when a batch needs it, applies its edits (re-encoding, test-time perturbations) per
+image, and every node then runs as prefix + suffix on the fly. Every function below takes either form.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
-from typing import Sequence
+from functools import partial
+from typing import Callable, Sequence
+
+import os
 
 import cv2
 import numpy as np
@@ -170,13 +177,87 @@ def to_tensor(images: np.ndarray, spec: dict) -> torch.Tensor:
     return (x - mean) / std
 
 
+@dataclass(frozen=True, eq=False)
+class ImageRows(torch.utils.data.Dataset):
+    """Images of a manifest read from disk one at a time, for sets too large for memory (the ``full`` profile).
+
+    Indexing with a bool mask or an index array gives the subset (rows keep their position in the manifest,
+    so per-row edits stay aligned); ``len`` and ``rows[i]`` make it a Dataset whose item ``i`` is the image
+    read (:func:`dfbook.imageio.read_rgb`: a missing or truncated file raises, naming it), resized to
+    ``size``, passed through each of ``edits`` (``edit(uint8 (H, W, 3), manifest_row) -> uint8 (H, W, 3)``)
+    and normalised with ``spec`` -- with its class id as well once :meth:`labelled`. ``prefix`` is the frozen
+    part of the network that the nodes trained on these rows run in front of their suffix (set by
+    :func:`prefix_features`). ``workers``: DataLoader processes for reading and decoding."""
+
+    paths: tuple[str, ...]
+    size: int
+    spec: dict | None = None
+    prefix: nn.Module | None = None
+    edits: tuple[Callable, ...] = ()
+    index: np.ndarray | None = None     # manifest rows of this subset (None: all, in order)
+    labels: np.ndarray | None = None    # class ids aligned with ``index``
+    workers: int = 0
+
+    @property
+    def rows(self) -> np.ndarray:
+        return np.arange(len(self.paths)) if self.index is None else self.index
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i):
+        if isinstance(i, (int, np.integer)):
+            if self.spec is None:
+                raise ValueError("these rows have no normalisation yet: pass them through "
+                                 "prefix_features(net.prefix, rows, net.spec) first")
+            r = int(self.rows[i])
+            image, _ = imageio.load_images([self.paths[r]], size=self.size)
+            for edit in self.edits:
+                image = edit(image[0], r)[None]
+            x = to_tensor(image, self.spec)[0]
+            return x if self.labels is None else (x, torch.tensor(int(self.labels[i])))
+        i = np.asarray(i)
+        i = np.flatnonzero(i) if i.dtype == bool else i
+        labels = None if self.labels is None else self.labels[i]
+        return dataclasses.replace(self, index=self.rows[i], labels=labels)
+
+    def edited(self, edit: Callable) -> "ImageRows":
+        return dataclasses.replace(self, edits=(*self.edits, edit))
+
+    def labelled(self, y: np.ndarray) -> "ImageRows":
+        if len(y) != len(self):
+            raise ValueError(f"{len(y)} labels for {len(self)} images")
+        return dataclasses.replace(self, labels=np.asarray(y))
+
+    def loader(self, batch_size: int = 256) -> torch.utils.data.DataLoader:
+        """In manifest order, for scoring."""
+        return torch.utils.data.DataLoader(self, batch_size=batch_size, shuffle=False, num_workers=self.workers)
+
+
+def image_set(df: pd.DataFrame, size: int, *, stream: bool = False, workers: int = 0) -> np.ndarray | ImageRows:
+    """The images of ``df`` at ``size``: all in memory as ``uint8 (N, size, size, 3)``, or (``stream``)
+    an :class:`ImageRows` read as needed. Either way a missing or empty file is reported up front, naming
+    it; when streaming, a file that is present but truncated raises when its batch is read."""
+    if not stream:
+        return load_images(df, size)[0]
+    bad = [p for p in df["path"] if not os.path.isfile(p) or os.path.getsize(p) == 0]
+    if bad:
+        raise imageio.ImageReadError(f"{len(bad)} of {len(df)} images are missing or empty, e.g. {bad[:3]}; "
+                                     "check the data folder (data/README.md) or re-extract them")
+    return ImageRows(tuple(df["path"].astype(str)), size, workers=workers)
+
+
 @torch.no_grad()
-def prefix_features(prefix: nn.Module, x: np.ndarray | torch.Tensor, spec: dict | None = None, *, start: int = 0,
-                    batch_size: int = 256, device="cpu") -> torch.Tensor:
+def prefix_features(prefix: nn.Module, x: np.ndarray | torch.Tensor | ImageRows, spec: dict | None = None, *,
+                    start: int = 0, batch_size: int = 256, device="cpu") -> torch.Tensor | ImageRows:
     """The frozen prefix's output for every image: ``float32 (N, C, h, w)`` on the CPU.
 
     ``x`` is ``uint8 (N, H, W, 3)`` images (normalised with ``spec``) or, with ``start=k``, the output
-    of the first ``k`` modules of ``prefix`` (so a longer prefix reuses a shorter one's features)."""
+    of the first ``k`` modules of ``prefix`` (so a longer prefix reuses a shorter one's features). For
+    :class:`ImageRows` nothing is computed now: the rows are returned with ``prefix`` and ``spec``
+    attached, and the prefix runs batch by batch wherever the rows are used."""
+    if isinstance(x, ImageRows):
+        return dataclasses.replace(x, prefix=nn.Sequential(*list(prefix)[start:]), spec=spec or x.spec)
     prefix = prefix.eval().to(device)
     rest = nn.Sequential(*list(prefix)[start:])
     prep = (lambda b: to_tensor(b, spec)) if isinstance(x, np.ndarray) else (lambda b: b)
@@ -210,15 +291,20 @@ def fit_node(suffix: nn.Module, x: torch.Tensor, y: np.ndarray, x_val: torch.Ten
     the training history (:func:`dfbook.train.fit`)."""
     if len(np.unique(y)) < 2:
         raise ValueError(f"a tree node needs at least two classes in its training set, got {np.unique(y)}")
+    if isinstance(x, ImageRows):  # streamed: the frozen prefix runs in front of the suffix, batch by batch
+        return train.fit(LevelNet(x.prefix, suffix), x.labelled(y), val=x_val.labelled(y_val).loader(), config=config,
+                         metrics=_bacc_metrics, score_fn=_softmax, progress=True, device=device)
     yt, yv = torch.as_tensor(y, dtype=torch.long), torch.as_tensor(y_val, dtype=torch.long)
     return train.fit(suffix, (x, yt), val=(x_val, yv), config=config, metrics=_bacc_metrics,
                      score_fn=_softmax, progress=False, device=device)
 
 
-def probabilities(suffix: nn.Module, x: torch.Tensor, device="cpu") -> np.ndarray:
-    """Class probabilities ``(N, K)`` of a trained suffix on prefix features ``x``."""
+def probabilities(suffix: nn.Module, x: torch.Tensor | ImageRows, device="cpu") -> np.ndarray:
+    """Class probabilities ``(N, K)`` of a trained suffix on prefix features ``x`` (or streamed rows)."""
     if len(x) == 0:
         raise ValueError("no images to score: the selection is empty (check the split and generator names)")
+    if isinstance(x, ImageRows):
+        return train.predict(LevelNet(x.prefix, suffix), x.loader(), score_fn=_softmax, device=device, progress=True)
     return train.predict(suffix, x, score_fn=_softmax, device=device)
 
 
@@ -349,7 +435,7 @@ def train_eval(feats: torch.Tensor, y: np.ndarray, train_rows: np.ndarray, val_r
     return out, suffix
 
 
-def robustness(nodes: Nodes, prefix: nn.Module, images: np.ndarray, spec: dict, labels: pd.DataFrame,
+def robustness(nodes: Nodes, prefix: nn.Module, images: np.ndarray | ImageRows, spec: dict, labels: pd.DataFrame,
                perturbations: dict[str, Sequence[float]], device="cpu") -> pd.DataFrame:
     """Test-time robustness of a trained tree: every image of ``images`` (the in-tree test rows,
     aligned with ``labels``) perturbed by :func:`perturb` at each level, pushed through the frozen
@@ -359,10 +445,9 @@ def robustness(nodes: Nodes, prefix: nn.Module, images: np.ndarray, spec: dict, 
     everything = np.ones(len(labels), bool)
     for kind, levels in perturbations.items():
         for level in levels:
-            x = perturb(images, kind, level)
-            key = "clean" if np.array_equal(x, images) else (kind, level)   # no-op levels are scored once
+            key = "clean" if is_noop(kind, level) else (kind, level)   # no-op levels are scored once
             if key not in done:
-                f = prefix_features(prefix, x, spec, device=device)
+                f = prefix_features(prefix, perturb(images, kind, level), spec, device=device)
                 done[key] = evaluate(predict_tree(nodes, f, device), nodes, labels, everything)["metrics"]
             ev = done[key]
             rows.append({"perturbation": kind, "level": level,
@@ -391,9 +476,16 @@ def robustness_figure(table: pd.DataFrame):
 
 # -------------------------------------------------------------------------------- image edits
 
-def reencode(images: np.ndarray, formats: np.ndarray, qualities: np.ndarray) -> np.ndarray:
+def _reencode_one(image: np.ndarray, row: int, formats: np.ndarray, qualities: np.ndarray) -> np.ndarray:
+    return camera.jpeg(image[None], int(qualities[row]))[0] if formats[row] == "jpg" else image
+
+
+def reencode(images: np.ndarray | ImageRows, formats: np.ndarray, qualities: np.ndarray) -> np.ndarray | ImageRows:
     """Each image as stored in ``formats[i]`` (``png``: unchanged, lossless; ``jpg``: encoded and
-    decoded at ``qualities[i]``): the pixels a detector would see after loading that file."""
+    decoded at ``qualities[i]``): the pixels a detector would see after loading that file. ``formats`` and
+    ``qualities`` are per manifest row."""
+    if isinstance(images, ImageRows):
+        return images.edited(partial(_reencode_one, formats=np.asarray(formats), qualities=np.asarray(qualities)))
     out = images.copy()
     for q in np.unique(qualities[formats == "jpg"]):
         i = np.flatnonzero((formats == "jpg") & (qualities == q))
@@ -425,11 +517,24 @@ def format_condition(labels: pd.DataFrame, condition: str, seed: int = 0) -> tup
     return fmt, np.where(fmt == "jpg", q, 0)
 
 
-def perturb(images: np.ndarray, kind: str, level: float) -> np.ndarray:
+def is_noop(kind: str, level: float) -> bool:
+    """Whether :func:`perturb` leaves images unchanged at this level."""
+    return level >= 1 if kind == "resize" else not level
+
+
+def _perturb_one(image: np.ndarray, row: int, kind: str, level: float) -> np.ndarray:
+    return perturb(image[None], kind, level)[0]
+
+
+def perturb(images: np.ndarray | ImageRows, kind: str, level: float) -> np.ndarray | ImageRows:
     """Test-time perturbations of the journal version's robustness study (uint8 in, uint8 out, same
     shape): ``jpeg`` at quality ``level`` (0 = none); ``resize``: downscale by ``level`` (area) and back
     up (bicubic) so the network input keeps its size (1 = none); ``rotation`` by ``level`` degrees
     about the centre with reflected borders, so black corners cannot be a cue (0 = none)."""
+    if kind not in ("jpeg", "resize", "rotation"):
+        raise ValueError(f"perturbation must be 'jpeg', 'resize' or 'rotation', got {kind!r}")
+    if isinstance(images, ImageRows):
+        return images if is_noop(kind, level) else images.edited(partial(_perturb_one, kind=kind, level=level))
     if kind == "jpeg":
         return camera.jpeg(images, int(level)) if level else images.copy()
     h, w = images.shape[1:3]
@@ -438,13 +543,11 @@ def perturb(images: np.ndarray, kind: str, level: float) -> np.ndarray:
             return images.copy()
         small = camera.resize(images, (max(1, round(h * level)), max(1, round(w * level))))
         return camera.resize(small, (h, w), interpolation=cv2.INTER_CUBIC)
-    if kind == "rotation":
-        if not level:
-            return images.copy()
-        m = cv2.getRotationMatrix2D((w / 2 - 0.5, h / 2 - 0.5), float(level), 1.0)
-        return np.stack([cv2.warpAffine(im, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
-                         for im in images])
-    raise ValueError(f"perturbation must be 'jpeg', 'resize' or 'rotation', got {kind!r}")
+    if not level:  # rotation
+        return images.copy()
+    m = cv2.getRotationMatrix2D((w / 2 - 0.5, h / 2 - 0.5), float(level), 1.0)
+    return np.stack([cv2.warpAffine(im, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
+                     for im in images])
 
 
 def cap(df: pd.DataFrame, caps: dict[str, int], default: int, seed: int = 0) -> pd.DataFrame:
