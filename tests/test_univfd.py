@@ -215,3 +215,59 @@ def test_spectrum_features_separate_checkerboard_from_smooth(tmp_path):
     assert x.shape == (40, 256)
     clf = U.spectrum_classifier().fit(x[::2][:10].tolist() + x[1::2][:10].tolist(), [0] * 10 + [1] * 10)
     assert clf.score(x[::2][10:].tolist() + x[1::2][10:].tolist(), [0] * 10 + [1] * 10) >= 0.9
+
+
+def _touch(root, rel, n):
+    for i in range(n):
+        p = root / rel / f"{i:03d}.png"
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(b"x")
+
+
+def test_full_protocol_on_the_published_layouts(tmp_path):
+    """CNNDetection + the UnivFD diffusion sets as laid out on disk (data/README.md): train/val balanced over the
+    20 classes, every test set balanced against its own reals, each diffusion set against the reals UnivFD
+    scores it with, sets capped at max_sample and used whole when smaller."""
+    from dfbook import datasets
+
+    cnn, diff = tmp_path / "cnndetection", tmp_path / "univfd_diffusion"
+    for split, n_fake in (("train", 6), ("val", 3)):
+        for cls in ("car", "cat"):
+            _touch(cnn, f"{split}/{cls}/0_real", 5)
+            _touch(cnn, f"{split}/{cls}/1_fake", n_fake)
+    _touch(cnn, "test/progan/horse/0_real", 4)
+    _touch(cnn, "test/progan/horse/1_fake", 4)
+    _touch(cnn, "test/biggan/0_real", 30)
+    _touch(cnn, "test/biggan/1_fake", 25)
+    _touch(diff, "imagenet/0_real", 7)
+    _touch(diff, "laion/0_real", 9)
+    _touch(diff, "guided/1_fake", 12)
+    _touch(diff, "dalle/1_fake", 3)
+    p = U.full_protocol(datasets.cnndetection(cnn), datasets.univfd_diffusion(diff), seed=0, max_sample=20)
+    assert len(p.train) == 2 * 10 and (p.train["label"] == 1).sum() == 10          # 6+6 fakes vs 10 reals: 10 each
+    assert set(p.train["split"]) == {"train"} and set(p.val["split"]) == {"val"} and len(p.val) == 2 * 6
+    assert set(p.val_published["domain"]) == {"progan"} and len(p.val_published) == 8
+    sizes = p.tests.groupby(["test_set", "label"]).size().unstack()
+    assert sizes.loc["biggan"].tolist() == [20, 20]        # capped at max_sample per class
+    assert sizes.loc["guided"].tolist() == [7, 7]          # all 7 ImageNet reals: a smaller set is used whole
+    assert sizes.loc["dalle"].tolist() == [3, 3]
+    reals = p.tests[p.tests["label"] == 0].groupby("test_set")["domain"].unique()
+    assert reals["guided"].tolist() == ["imagenet"] and reals["dalle"].tolist() == ["laion"]
+    assert p.info == {"train_generator": "progan", "seed": 0}
+    again = U.full_protocol(datasets.cnndetection(cnn), datasets.univfd_diffusion(diff), seed=0, max_sample=20)
+    assert again.tests["path"].tolist() == p.tests["path"].tolist()
+
+
+def test_per_generator_comparison_puts_paper_seed_and_book_side_by_side():
+    tests = pd.DataFrame({"test_set": ["cyclegan"] * 4 + ["attgan"] * 4 + ["format_control"] * 2,
+                          "label": [0, 0, 1, 1] * 2 + [0, 0], "family": ["gan"] * 8 + ["real"] * 2})
+    ours = U.per_test_set(tests, np.array([0.1, 0.2, 0.8, 0.9, 0.6, 0.2, 0.3, 0.9, 0.1, 0.1]))
+    t = U.per_generator_comparison({"book": ours})
+    assert list(t.index) == ["cyclegan", "attgan"]                      # the reals-only control has no AP
+    row = t.loc["cyclegan"]
+    assert row["paper column"] == "CycleGAN" and row["paper probe AP"] == pytest.approx(0.9946)
+    assert row["paper probe acc"] == pytest.approx(0.985) and row["seed NN acc"] == pytest.approx(0.629)
+    assert row["book AP"] == 1.0 and row["book acc"] == 1.0
+    assert "corroborated-recall" in row["evidence"] and "seed-quoted" in row["evidence"]
+    assert t.loc["attgan", "paper column"] == "" and np.isnan(t.loc["attgan", "paper probe AP"])
+    assert t.loc["attgan", "book acc"] == 0.5

@@ -714,6 +714,50 @@ COMPARISON = (
 )
 
 
+# This book's test sets (mini toy names and full folder names) -> the paper's Table 2/3 column(s) that name the
+# same generator (the seed's write-up calls DALL-E "DALL-E(mini)+LAION"). Mini's pixel-space "adm" is the guided
+# diffusion model of the paper's "Guided"; its "ldm" and "glide" stand for the paper's default settings.
+PAPER_TEST_SET = {
+    "progan": ["ProGAN"], "cyclegan": ["CycleGAN"], "biggan": ["BigGAN"], "stylegan": ["StyleGAN"],
+    "gaugan": ["GauGAN"], "stargan": ["StarGAN"], "deepfake": ["Deepfakes"], "seeingdark": ["SITD"], "san": ["SAN"],
+    "crn": ["CRN"], "imle": ["IMLE"], "guided": ["Guided"], "adm": ["Guided"], "ldm": ["LDM_200"],
+    "ldm_200": ["LDM_200"], "ldm_200_cfg": ["LDM_200_cfg"], "ldm_100": ["LDM_100"], "glide": ["Glide_100_27"],
+    "glide_100_27": ["Glide_100_27"], "glide_50_27": ["Glide_50_27"], "glide_100_10": ["Glide_100_10"],
+    "dalle": ["DALL-E(mini)", "DALL-E(mini)+LAION"],
+}
+# (column, system, metric) of the published per-generator numbers.
+PER_GENERATOR_PUBLISHED = (
+    ("paper probe AP", "UnivFD-LC (CLIP ViT-L/14)", "AP"),
+    ("paper probe acc", "UnivFD-LC (CLIP ViT-L/14)", "acc_thr0.5"),
+    ("paper NN acc (seed-quoted)", "UnivFD-NN (paper, as quoted by seed)", "acc"),
+    ("seed MLP acc", "Seed Keras MLP head (Dense768 ReLU+Dense1 sigmoid; Adam, BCE, bs30, 7 ep)", "acc"),
+    ("seed NN acc", "Seed NN k=1 cosine (CLIP ViT 768-d, JPEG80+blur r2 on half)", "acc"),
+)
+
+
+def per_generator_comparison(ours: dict[str, pd.DataFrame], published: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Paper vs seed vs this book, one row per test set of this run: the published cells of
+    :data:`PER_GENERATOR_PUBLISHED` for the paper column of :data:`PAPER_TEST_SET` (NaN where nothing was
+    published), then ``<label> AP`` and ``<label> acc`` of each :func:`per_test_set` table in ``ours``, and the
+    evidence tags of the published cells. Reals-only sets (no AP) are left out."""
+    from dfbook import compare
+
+    pub = compare.load() if published is None else published
+    first = next(iter(ours.values()))
+    rows = []
+    for test_set in first.index[first["n_fake"] > 0]:
+        names = PAPER_TEST_SET.get(str(test_set).lower(), [])
+        row, tags = {"test_set": test_set, "paper column": names[0] if names else ""}, set()
+        for column, system, metric in PER_GENERATOR_PUBLISHED:
+            cell = pub[(pub["system"] == system) & (pub["metric"] == metric) & pub["test_set"].isin(names)]
+            row[column] = cell["value"].iloc[0] if len(cell) else np.nan
+            tags |= set(cell["evidence"])
+        for label, table in ours.items():
+            row |= {f"{label} AP": table.loc[test_set, "ap"], f"{label} acc": table.loc[test_set, "acc"]}
+        rows.append(row | {"evidence": ", ".join(sorted(tags))})
+    return pd.DataFrame(rows).set_index("test_set")
+
+
 def comparison_rows(table: pd.DataFrame | None = None) -> tuple[pd.DataFrame, dict[str, str]]:
     """Published rows (``dfbook.compare``) for :data:`COMPARISON`, with a ``quantity`` column, and the map
     quantity -> this book's metric key."""
