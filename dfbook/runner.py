@@ -161,6 +161,9 @@ def _truncate_for_dry_run(nb, chapter: str):
     return nb
 
 
+KERNEL_START_ATTEMPTS = 3
+
+
 def _child(spec_path: str) -> int:
     """Runs in a child process: execute one notebook with papermill."""
     import jupytext
@@ -170,13 +173,22 @@ def _child(spec_path: str) -> int:
     nb = jupytext.read(spec["source"])
     if spec["dry_run"]:
         nb = _truncate_for_dry_run(nb, spec["chapter"])
-    try:
-        pm.execute_notebook(nb, spec["output"], parameters=spec["parameters"], kernel_name="python3",
-                            cwd=spec["cwd"], progress_bar=False, log_output=False,
-                            execution_timeout=spec["cell_timeout"], report_mode=False)
-    except pm.PapermillExecutionError:
-        return 1
-    return 0
+    for attempt in range(KERNEL_START_ATTEMPTS):
+        try:
+            pm.execute_notebook(nb, spec["output"], parameters=spec["parameters"], kernel_name="python3",
+                                cwd=spec["cwd"], progress_bar=False, log_output=False,
+                                execution_timeout=spec["cell_timeout"], report_mode=False)
+            return 0
+        except pm.PapermillExecutionError:
+            return 1
+        except RuntimeError as e:
+            # jupyter_client picks free TCP ports before the kernel binds them, so two kernels starting at
+            # once can collide ("Address already in use") and the kernel dies before any cell runs.
+            if "Kernel died before replying to kernel_info" not in str(e) or attempt + 1 == KERNEL_START_ATTEMPTS:
+                raise
+            print(f"kernel failed to start ({e}); starting a new one", file=sys.stderr, flush=True)
+            time.sleep(1 + attempt)
+    return 1
 
 
 def failure_summary(notebook: Path, log: Path | None = None, lines: int = 12) -> str:

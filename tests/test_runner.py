@@ -77,3 +77,28 @@ def test_parse_parameters_rejects_non_literals():
         runner.parse_parameters("A = 1\n")
     spec = runner.parse_parameters("A: int = 3  # three\nB: list = [1, 2]\n")
     assert spec["A"] == {"type": "int", "default": 3, "help": "three"}
+
+
+def test_kernel_that_dies_at_start_is_restarted(fixture_notebooks, tmp_path, monkeypatch):
+    """Two kernels starting at once can collide on a TCP port; the child starts a new kernel instead of failing
+    the chapter. Other errors still fail at once."""
+    import papermill as pm
+
+    calls = []
+
+    def flaky(nb, output, **kw):
+        calls.append(output)
+        if len(calls) == 1:
+            raise RuntimeError("Kernel died before replying to kernel_info")
+        nbformat.write(nb, output)
+
+    monkeypatch.setattr(pm, "execute_notebook", flaky)
+    monkeypatch.setattr(runner.time, "sleep", lambda s: None)
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps({"chapter": "fixture", "source": str(fixture_notebooks / "fixture.md"),
+                                "output": str(tmp_path / "out.ipynb"), "parameters": {}, "cwd": str(tmp_path),
+                                "dry_run": False, "cell_timeout": 60}))
+    assert runner._child(str(spec)) == 0 and len(calls) == 2 and (tmp_path / "out.ipynb").is_file()
+    monkeypatch.setattr(pm, "execute_notebook", lambda nb, out, **kw: (_ for _ in ()).throw(RuntimeError("other")))
+    with pytest.raises(RuntimeError, match="other"):
+        runner._child(str(spec))

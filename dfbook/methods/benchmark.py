@@ -26,7 +26,7 @@ from torch import nn
 from dfbook import metrics, paths, train
 
 STATISTICS = ("blur_energy", "saturation", "brightness", "jpeg_blockiness", "hf_residual", "noise_residual")
-ARCH_VERSION = "cnn4-bn-1"  # part of the checkpoint key: change it when SmallCNN changes
+ARCH_VERSION = "cnn4-bn-maxpool-2"  # part of the checkpoint key: change it when SmallCNN changes
 
 
 def global_statistics(images: np.ndarray) -> pd.DataFrame:
@@ -86,15 +86,19 @@ def statistic_aucs(stats: pd.DataFrame, labels: np.ndarray, sets: Mapping[str, n
 
 
 class SmallCNN(nn.Sequential):
-    """Four conv-BN-ReLU-maxpool blocks (16-32-64-64 channels), global average pool, one logit.
-    Input ``(B, 3, S, S)`` floats in [-0.5, 0.5]; output ``(B, 1)``. About 66k parameters."""
+    """Four conv-BN-ReLU-maxpool blocks (16-32-64-64 channels), global max pool, one logit.
+    Input ``(B, 3, S, S)`` floats in [-0.5, 0.5]; output ``(B, 1)``. About 66k parameters.
+
+    Max rather than average pooling at the end: a local trace (NeuralTextures re-textures only the mouth)
+    is diluted by averaging over the frame. Measured on the mini faces (seed 0, 10 epochs): weakest in-method
+    AUC 0.934 with max pooling; with average pooling 0.769 at 6 epochs (0.819 with max at 6)."""
 
     def __init__(self, width: Sequence[int] = (16, 32, 64, 64)):
         layers, c = [], 3
         for w in width:
             layers += [nn.Conv2d(c, w, 3, padding=1), nn.BatchNorm2d(w), nn.ReLU(), nn.MaxPool2d(2)]
             c = w
-        super().__init__(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c, 1))
+        super().__init__(*layers, nn.AdaptiveMaxPool2d(1), nn.Flatten(), nn.Linear(c, 1))
 
 
 def to_tensor(images: np.ndarray) -> torch.Tensor:
