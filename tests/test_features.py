@@ -19,15 +19,11 @@ def _env(monkeypatch, tmp_path):
     torch.set_num_threads(1)
 
 
-def _images(folder, n, size=32, seed=0):
-    rng = np.random.default_rng(seed)
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for i in range(n):
-        p = folder / f"{i:03d}.png"
-        Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(p)
-        paths.append(str(p))
-    return pd.DataFrame({"path": paths, "label": [i % 2 for i in range(n)]})
+@pytest.fixture
+def _images(write_pngs):
+    """``_images(folder, n, size=32, seed=0)`` -> manifest of ``n`` random PNGs with alternating labels."""
+    return lambda folder, n, size=32, seed=0: pd.DataFrame(
+        {"path": write_pngs(folder, n, size, seed), "label": [i % 2 for i in range(n)]})
 
 
 @pytest.fixture
@@ -62,7 +58,7 @@ def test_read_rgb_converts_and_names_bad_files(tmp_path):
         assert name in str(e.value)
 
 
-def test_load_images_strict_and_lenient(tmp_path, caplog):
+def test_load_images_strict_and_lenient(tmp_path, caplog, _images):
     df = _images(tmp_path, 3, size=20)
     (tmp_path / "bad.png").write_bytes(b"")
     paths = [df.path[0], str(tmp_path / "bad.png"), df.path[2]]
@@ -79,7 +75,7 @@ def test_load_images_strict_and_lenient(tmp_path, caplog):
 
 # ----------------------------------------------------------------------------- features
 
-def test_extract_cold_then_warm_row_aligned(tmp_path, bb, caplog):
+def test_extract_cold_then_warm_row_aligned(tmp_path, bb, caplog, _images):
     df = _images(tmp_path / "img", 10)
     with caplog.at_level(logging.INFO, logger="dfbook.features"):
         cold = np.array(features.extract(bb, df, batch_size=4))
@@ -97,7 +93,7 @@ def test_extract_cold_then_warm_row_aligned(tmp_path, bb, caplog):
     assert meta["rows"] == 10 and meta["n_skipped"] == 0 and meta["weights"] == "random-init:0"
 
 
-def test_key_changes_with_everything_that_changes_numbers(tmp_path, bb):
+def test_key_changes_with_everything_that_changes_numbers(tmp_path, bb, _images):
     df = _images(tmp_path / "img", 4)
     k = features.cache_key(bb, df)
     other = backbones.create("timm:convnext_atto", pretrained=False, init_seed=1, **TINY)
@@ -111,7 +107,7 @@ def test_key_changes_with_everything_that_changes_numbers(tmp_path, bb):
         features.cache_key(bb, df, transform=lambda im: im)
 
 
-def test_layers_list_and_uncached(tmp_path, bb):
+def test_layers_list_and_uncached(tmp_path, bb, _images):
     df = _images(tmp_path / "img", 5)
     out = features.extract(bb, df, layer=["final", "block:0", "block:-1"])
     assert out["final"].shape == (5, 64) and out["block:0"].shape == (5, 8) and out["block:-1"].shape == (5, 64)
@@ -123,7 +119,7 @@ def test_layers_list_and_uncached(tmp_path, bb):
         features.extract(bb, df, layer="stage2")
 
 
-def test_lenient_nan_rows_and_strict_error(tmp_path, bb):
+def test_lenient_nan_rows_and_strict_error(tmp_path, bb, _images):
     df = _images(tmp_path / "img", 6)
     (tmp_path / "img" / "003.png").write_bytes(b"")
     with pytest.raises(imageio.ImageReadError, match="003.png"):
@@ -134,7 +130,7 @@ def test_lenient_nan_rows_and_strict_error(tmp_path, bb):
     assert features.info(key)["n_skipped"] == 1 and features.info(key)["skipped_rows"] == [3]
 
 
-def test_resume_after_interruption(tmp_path, bb, monkeypatch):
+def test_resume_after_interruption(tmp_path, bb, monkeypatch, _images):
     df = _images(tmp_path / "img", 12)
     reference = np.array(features.extract(bb, df, cache=False))
     calls = {"n": 0}
@@ -168,7 +164,7 @@ def _with_checkpoint_every_batch(fill):
 
 
 @pytest.mark.slow
-def test_two_processes_at_once_are_safe(tmp_path):
+def test_two_processes_at_once_are_safe(tmp_path, _images):
     """Two processes extracting the same features at once: one fills, the other waits and hits."""
     import subprocess
     import sys

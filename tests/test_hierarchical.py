@@ -141,17 +141,9 @@ def test_comparison_rows_select_paper_and_seed():
     assert {"paper", "seed"} <= set(rows["source_kind"])
 
 
-def _png_set(folder, n=12, side=20):
-    from PIL import Image
-
-    rng = np.random.default_rng(3)
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for i in range(n):
-        p = folder / f"im{i:02d}.png"
-        Image.fromarray(rng.integers(0, 256, (side, side, 3), dtype=np.uint8)).save(p)
-        paths.append(str(p))
-    return pd.DataFrame({"path": paths})
+@pytest.fixture
+def _png_set(write_pngs):
+    return lambda folder, n=12, side=20: pd.DataFrame({"path": write_pngs(folder, n, side, seed=3, name="im{i:02d}.png")})
 
 
 SPEC = {"mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}
@@ -162,7 +154,7 @@ def _prefix():
     return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU())
 
 
-def test_streamed_rows_give_the_in_memory_pixels_edits_and_subsets(tmp_path):
+def test_streamed_rows_give_the_in_memory_pixels_edits_and_subsets(tmp_path, _png_set):
     df = _png_set(tmp_path / "set")
     arr, rows = hier.image_set(df, 16), hier.image_set(df, 16, stream=True)
     prefix = _prefix()
@@ -181,7 +173,7 @@ def test_streamed_rows_give_the_in_memory_pixels_edits_and_subsets(tmp_path):
         rows[0]                                   # not normalised yet
 
 
-def test_streamed_training_equals_in_memory_training(tmp_path):
+def test_streamed_training_equals_in_memory_training(tmp_path, _png_set):
     df = _png_set(tmp_path / "set", n=24)
     y = np.arange(24) % 2
     prefix = _prefix()
@@ -200,7 +192,7 @@ def test_streamed_training_equals_in_memory_training(tmp_path):
     assert all(not p.requires_grad for p in prefix.parameters())   # the frozen part stayed frozen
 
 
-def test_streaming_reports_missing_and_empty_files_up_front(tmp_path):
+def test_streaming_reports_missing_and_empty_files_up_front(tmp_path, _png_set):
     df = _png_set(tmp_path / "set", n=3)
     open(df["path"][1], "wb").close()
     df.loc[2, "path"] = str(tmp_path / "gone.png")
@@ -209,7 +201,7 @@ def test_streaming_reports_missing_and_empty_files_up_front(tmp_path):
 
 
 @pytest.mark.slow  # runs the chapter (papermill): ~60 s
-def test_full_profile_runs_on_generator_folders_with_local_weights(tmp_path, monkeypatch, build_dir):
+def test_full_profile_runs_on_generator_folders_with_local_weights(tmp_path, monkeypatch, build_dir, _png_set):
     """The shipped `full` parameters -- generator folders, timm ResNet-18/34 and the seed's ResNet-50 from local
     weight files, whole-network fine-tuning, streaming with worker processes, the format control -- on a stand-in:
     10 small PNGs per folder and random weights saved where a user puts the downloaded ones. Only the sizes

@@ -24,11 +24,10 @@ image, and every node then runs as prefix + suffix on the fly. Every function be
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass
 from functools import partial
 from typing import Callable, Sequence
-
-import os
 
 import cv2
 import numpy as np
