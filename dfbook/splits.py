@@ -5,6 +5,7 @@
 - :func:`protocol` — train on some methods, test on each method separately (the
   train-on-row / test-on-column matrix of cross-manipulation studies).
 - :func:`cross_domain` — train on one domain, test on others (FF++ -> Celeb-DF, ...).
+- :func:`hold_out` — a validation split for a dataset that ships only train/test (Celeb-DF).
 - :func:`imbalance` — the demographic-imbalance switch: thin one group in the training split.
 
 Every function returns new frames (inputs are never modified) and proves the disjointness it
@@ -139,6 +140,38 @@ def cross_domain(df: pd.DataFrame, train_domain: str, test_domains: str | Sequen
         test = select(df, domains=dom, splits=test_split)
         _check_apart(seen, test, f"cross_domain {train_domain} -> {dom}")
         out[f"test/{dom}"] = test
+    return out
+
+
+def hold_out(df: pd.DataFrame, domain: str, fraction: float = 0.15, *, seed: int = 0) -> pd.DataFrame:
+    """Move ``fraction`` of the training identities of ``domain`` (matched on ``domain``, else ``dataset``) to
+    ``split = "val"``, for a dataset that ships only train/test lists (Celeb-DF). Whole identities move, with all
+    their videos and the fakes made on them, so val and train share no target person; identities with fakes and
+    those without (Celeb-DF's YouTube-real videos) are drawn separately, at least one of each kind, so val holds
+    both classes. A swapped-in face may still occur in train: Celeb-DF's swaps link nearly all its celebrities,
+    so no split keeps every face apart (:func:`identity_groups` would give one group). Other rows are unchanged;
+    ``attrs["hold_out"]`` records what moved."""
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"fraction must be in (0, 1), got {fraction}")
+    col = "domain" if "domain" in df else "dataset"
+    train = (df[col] == domain) & (df["split"] == "train")
+    if not train.any():
+        raise ValueError(f"hold_out: no train rows of {domain!r} to hold a validation set out of; "
+                         f"its splits are {sorted(df.loc[df[col] == domain, 'split'].unique())}")
+    ident = df.loc[train, "identity"].astype(str)
+    with_fakes = set(ident[df.loc[train, "label"] == 1])
+    rng = np.random.default_rng(seed)
+    moved = set()
+    for kind in (sorted(with_fakes), sorted(set(ident) - with_fakes)):
+        if len(kind) > 1:
+            n = min(len(kind) - 1, max(1, int(round(fraction * len(kind)))))
+            moved |= set(rng.choice(kind, n, replace=False))
+    if not moved:
+        raise ValueError(f"hold_out: {domain!r} has too few training identities ({len(set(ident))}) to hold any out")
+    out = df.copy()
+    out.loc[train & df["identity"].astype(str).isin(moved), "split"] = "val"
+    out.attrs["hold_out"] = {"domain": domain, "fraction": fraction, "identities_moved": len(moved),
+                             "identities_before": len(set(ident)), "rows_moved": int((out["split"] != df["split"]).sum())}
     return out
 
 

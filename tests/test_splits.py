@@ -100,3 +100,40 @@ def test_select_takes_reals_from_the_methods_domain_only():
     sel = splits.select(both, methods="FaceSwap", splits="train")
     assert set(sel["domain"]) == {"toy"}
     assert set(splits.select(both, splits="train")["domain"]) == {"toy", "other"}
+
+
+def _celebdf_like() -> pd.DataFrame:
+    """Celeb-DF's shape: celebrities with real videos and swaps among them, YouTube reals (one identity each),
+    train/test only."""
+    rows = []
+    for i in range(10):
+        rows.append(dict(identity=f"c{i}", source_identity="", label=0, split="train" if i < 8 else "test"))
+        rows.append(dict(identity=f"c{i}", source_identity=f"c{(i + 1) % 10}", label=1,
+                         split="train" if i < 8 else "test"))
+    rows += [dict(identity=f"y{i}", source_identity="", label=0, split="train") for i in range(20)]
+    df = pd.DataFrame(rows).assign(domain="celebdf_v2", dataset="celebdf_v2")
+    return df.assign(path=[f"v{i}.mp4" for i in range(len(df))])
+
+
+def test_hold_out_moves_whole_identities_of_both_kinds_and_is_seeded():
+    df = _celebdf_like()
+    a, b = splits.hold_out(df, "celebdf_v2", 0.25, seed=1), splits.hold_out(df, "celebdf_v2", 0.25, seed=1)
+    assert (a["split"] == b["split"]).all() and (df["split"] != "val").all()  # seeded; input untouched
+    val, train = a[a["split"] == "val"], a[a["split"] == "train"]
+    assert set(val["label"]) == {0, 1}                                   # both classes, for the orientation
+    assert not set(val["identity"]) & set(train["identity"])             # no target person on both sides
+    assert val["identity"].str.startswith("c").sum() == 2 * 2            # round(0.25 * 8) celebrities, real + fake
+    assert val["identity"].str.startswith("y").sum() == 5                # round(0.25 * 20) YouTube videos
+    assert (a.loc[df["split"] == "test", "split"] == "test").all()       # test rows never move
+    assert a.attrs["hold_out"]["identities_moved"] == 7
+    assert (splits.hold_out(df, "celebdf_v2", 0.25, seed=2)["split"] != a["split"]).any()
+
+
+def test_hold_out_refuses_what_it_cannot_split():
+    df = _celebdf_like()
+    with pytest.raises(ValueError, match=r"no train rows of 'celebdf_v2'.*splits are \['test'\]"):
+        splits.hold_out(df.assign(split="test"), "celebdf_v2")
+    with pytest.raises(ValueError, match="too few training identities"):
+        splits.hold_out(df[df["identity"] == "c0"], "celebdf_v2")
+    with pytest.raises(ValueError, match="fraction"):
+        splits.hold_out(df, "celebdf_v2", 1.0)

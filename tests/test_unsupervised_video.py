@@ -10,7 +10,7 @@ import torch
 from scipy.stats import spearmanr
 from torch import nn
 
-from dfbook import train
+from dfbook import metrics, train
 from dfbook.methods import unsupervised_video as uv
 
 
@@ -295,6 +295,25 @@ def test_classifier_learns_separable_features_and_orient():
     assert ((s >= 0.5) == y).mean() > 0.9
 
 
+@pytest.mark.slow
+def test_classify_names_the_pseudo_label_class_on_the_labelled_val_set():
+    """Pseudo-labels whose class 1 is the *real* cluster: classify(orient_on="val") flips every set's scores."""
+    rng = np.random.default_rng(1)
+    feats = {}
+    for name, n in (("train", 200), ("val", 60), ("test/x", 60)):
+        y = rng.integers(0, 2, n)
+        feats[name] = (y, (rng.normal(0, 1, (n, 16)) + y[:, None] * 2.0).astype(np.float32))
+    run = uv.EncoderRun(None, None, None, None, {k: (None, x) for k, (_, x) in feats.items()})
+    sets = {k: pd.DataFrame({"label": y}) for k, (y, _) in feats.items()}
+    pseudo = 1 - feats["train"][0]
+    raw = uv.classify(run, pseudo, sets, epochs=10, lr=3e-3, batch_size=64)
+    named = uv.classify(run, pseudo, sets, epochs=10, lr=3e-3, batch_size=64, orient_on="val")
+    assert set(raw) == {"val", "test/x"}
+    y_test = feats["test/x"][0]
+    assert metrics.auc(y_test, raw["test/x"]) < 0.1 and metrics.auc(y_test, named["test/x"]) > 0.9
+    np.testing.assert_allclose(named["test/x"], 1.0 - raw["test/x"], atol=1e-6)
+
+
 # ------------------------------------------------------------------------------------------- stage 4
 def test_evenly_spaced_frames_per_video():
     df = pd.DataFrame({"dataset": "d", "method": "real", "video_id": np.repeat(["a", "b"], [16, 3]),
@@ -315,3 +334,194 @@ def test_authenticate_and_video_report():
     assert rep["accuracy"] == 1.0 and rep["all_fake_accuracy"] == pytest.approx(2 / 3) and rep["auc"] == 1.0
     allfake = uv.video_report(v["label"], np.ones(3))
     assert allfake["accuracy"] == pytest.approx(allfake["all_fake_accuracy"]) and allfake["balanced_accuracy"] == 0.5
+
+
+# ------------------------------------------------------------------------------------- chapter workflow
+def _results():
+    rep = lambda auc, acc: dict(auc=auc, accuracy=acc, balanced_accuracy=0.5, all_fake_accuracy=0.8,  # noqa: E731
+                                real_accuracy=0.0, fake_accuracy=1.0, n_real=2, n_fake=8)
+    return {("ffpp", "truth", "test/ffpp"): rep(0.9, 0.8), ("ffpp", "truth", "test/uadfv"): rep(0.7, 0.6),
+            ("ffpp", "pseudo", "test/uadfv"): rep(0.5, 0.4)}
+
+
+def test_results_table_and_fork_shape_with_published_rows():
+    table = uv.results_table(_results())
+    assert list(table[["train", "labels", "test"]].iloc[1]) == ["ffpp", "truth", "uadfv"]
+    shape = uv.fork_shape(table, "accuracy", published=uv.comparison_rows())
+    assert shape.loc["this book: ffpp (truth labels)", "uadfv"] == 0.6
+    assert np.isnan(shape.loc["this book: ffpp (pseudo labels)", "ffpp"])
+    published = uv.comparison_rows(["accuracy · ffpp → uadfv"])
+    row = f"published: ffpp ({published['system'].iloc[0]}, {published['evidence'].iloc[0]})"
+    assert shape.loc[row, "uadfv"] == published["value"].iloc[0]  # the fork's README row, from paper_results.csv
+    assert len(uv.fork_shape(table, "auc", published=uv.comparison_rows())) == 2  # no published AUC: ours only
+
+
+def test_comparison_rows_and_table_keep_quantities_both_sides_have():
+    rows = uv.comparison_rows()
+    assert {"accuracy · ffpp → uadfv", "accuracy · ffpp → celebdf_v2", "accuracy · celebdf_v2 → uadfv",
+            "all_fake_accuracy · ffpp → celebdf_v2"} <= set(rows["quantity"])
+    assert rows["system"].str.startswith("improved_unsup_df").all()
+    ours = {"book truth": {"accuracy · ffpp → uadfv": 0.6, "accuracy · ffpp → nowhere": 0.1},
+            "book pseudo": {"accuracy · ffpp → uadfv": 0.4}}
+    table = uv.comparison_table(rows, ours)
+    assert set(table["quantity"]) == {"accuracy · ffpp → uadfv"}
+    assert {0.6, 0.4} <= set(table["value"])
+
+
+def test_training_labels_drop_and_count_unlabelled_videos():
+    train_df = pd.DataFrame({"dataset": "d", "method": "m", "video_id": ["a", "a", "b", "c"], "frame": [0, 1, 0, 0],
+                             "label": [0, 0, 1, 1]})
+    stage1 = pd.DataFrame({"key": uv.video_keys(train_df), "pseudo": [1, 1, -1, 0]})
+    frames, y, dropped = uv.training_labels(train_df, stage1, "pseudo")
+    assert list(frames["video_id"]) == ["a", "a", "c"] and list(y) == [1, 1, 0] and dropped == 1
+    frames, y, dropped = uv.training_labels(train_df, stage1, "truth")
+    assert list(y) == [0, 0, 1, 1] and dropped == 0
+    with pytest.raises(ValueError, match="'pseudo' or 'truth'"):
+        uv.training_labels(train_df, stage1, "gt")
+
+
+def _frames(domain: str, split_of: dict[str, str], n_frames: int = 3) -> pd.DataFrame:
+    rows = []
+    for ident, split in split_of.items():
+        for label, vid in ((0, ident), (1, f"{ident}_swap")):
+            rows += [dict(path=f"{domain}/{vid}/{f}.png", label=label, dataset=domain, domain=domain,
+                          method="deepfake" if label else "real", video_id=vid, frame=f, identity=ident,
+                          source_identity="", split=split) for f in range(n_frames)]
+    return pd.DataFrame(rows)
+
+
+def test_chapter_sets_hold_out_val_when_the_training_domain_has_none():
+    celeb = _frames("celebdf_v2", {f"c{i}": "train" if i < 8 else "test" for i in range(10)})
+    uadfv = _frames("uadfv", {f"u{i}": "test" for i in range(3)})
+    df = pd.concat([celeb, uadfv], ignore_index=True)
+    sets = uv.chapter_sets(df, "celebdf_v2", ["uadfv"], vaf_frames=2, train_frames=1, eval_frames=3, seed=0)
+    assert set(sets) == {"vaf", "train", "val", "test/celebdf_v2", "test/uadfv"}
+    assert set(sets["val"]["label"]) == {0, 1} and not set(sets["val"]["identity"]) & set(sets["train"]["identity"])
+    assert sets["train"].groupby("video_id").size().max() == 1 and sets["vaf"].groupby("video_id").size().max() == 2
+    overview = uv.set_overview({"celebdf_v2": sets}).set_index("set")
+    assert overview.loc["val", "split"] == "held out: 1 of 8 training identities"
+    assert overview.loc["test/uadfv", "split"] == "official"
+    official = uv.chapter_sets(df.assign(split=np.where(df["split"] == "test", "test", "val")).pipe(
+        lambda d: d.assign(split=np.where(d["identity"].isin(["c0", "c1", "c2"]), "train", d["split"]))),
+        "celebdf_v2", ["uadfv"], vaf_frames=2, train_frames=1, eval_frames=3)
+    assert "hold_out" not in official["val"].attrs and len(official["val"]) == 5 * 2 * 3
+
+
+def test_landmarks_are_cached_by_files_and_model(tmp_path, monkeypatch):
+    monkeypatch.setenv("DFBOOK_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("DFBOOK_DATA", str(tmp_path / "data"))
+    calls = []
+
+    def fake_dlib(df, model_file, progress=True):
+        calls.append(str(model_file))
+        return np.full((len(df), 68, 2), len(calls), np.float32)
+
+    monkeypatch.setattr(uv, "dlib_landmarks", fake_dlib)
+    (tmp_path / "data" / "weights").mkdir(parents=True)
+    model = tmp_path / "data" / "weights" / "lm.dat"
+    model.write_bytes(b"model one")
+    df = pd.DataFrame({"path": ["a.png", "b.png"]})
+    first = uv.landmarks_for(df, "weights/lm.dat")                  # relative to $DFBOOK_DATA
+    assert calls == [str(model)] and (uv.landmarks_for(df, str(model)) == first).all() and len(calls) == 1
+    uv.landmarks_for(df.iloc[:1], str(model))                         # other frames: computed
+    model.write_bytes(b"model two, retrained")                        # other model: computed
+    assert uv.landmarks_for(df, str(model))[0, 0, 0] == 3 and len(calls) == 3
+
+
+def test_dlib_landmarks_with_a_locally_trained_predictor(tmp_path):
+    """dlib's 68-point file cannot be downloaded here: a tiny predictor trained on scikit-image's astronaut (68
+    points on an ellipse in the detection box) stands in, so dlib's detector + predictor code path runs for real."""
+    import dlib
+    from skimage import data
+
+    face = np.ascontiguousarray(data.astronaut()[0:300, 100:400])
+    detector = dlib.get_frontal_face_detector()
+    box = detector.run(face, 0, 0)[0][0]
+    angle = np.linspace(0, 2 * np.pi, 68, endpoint=False)
+    cx, cy = box.center().x, box.center().y
+    points = [dlib.point(int(cx + 0.4 * box.width() * np.cos(a)), int(cy + 0.4 * box.height() * np.sin(a)))
+              for a in angle]
+    options = dlib.shape_predictor_training_options()
+    options.tree_depth, options.cascade_depth, options.num_trees_per_cascade_level = 2, 2, 2
+    predictor = dlib.train_shape_predictor([face], [[dlib.full_object_detection(box, points)]], options)
+    predictor.save(str(tmp_path / "predictor.dat"))
+    cv2.imwrite(str(tmp_path / "face.png"), cv2.cvtColor(face, cv2.COLOR_RGB2BGR))
+    cv2.imwrite(str(tmp_path / "blank.png"), np.full((300, 300, 3), 128, np.uint8))
+
+    lm = uv.dlib_landmarks(pd.DataFrame({"path": [str(tmp_path / "face.png"), str(tmp_path / "blank.png")]}),
+                           tmp_path / "predictor.dat", progress=False)
+    assert lm.shape == (2, 68, 2) and lm.dtype == np.float32
+    assert np.isfinite(lm[0]).all() and np.isnan(lm[1]).all()          # no face found: a NaN row, not a guess
+    inside = (lm[0, :, 0] >= box.left()) & (lm[0, :, 0] <= box.right()) & (lm[0, :, 1] >= box.top())
+    assert inside.all()
+
+
+def test_landmarks_without_a_model_say_what_to_download(tmp_path, monkeypatch):
+    monkeypatch.setenv("DFBOOK_DATA", str(tmp_path))
+    monkeypatch.setenv("DFBOOK_CACHE", str(tmp_path / "cache"))
+    with pytest.raises(FileNotFoundError, match="shape_predictor_68_face_landmarks.dat.bz2"):
+        uv.landmarks_for(pd.DataFrame({"path": ["a.png"]}), "weights/missing.dat")
+
+
+@pytest.mark.slow  # ~15 s: prepares 16 short videos with the Haar detector
+def test_full_data_path_celebdf_v2_training_domain(tmp_path, monkeypatch):
+    """Celeb-DF-v2 (train/test lists only) and UADFV layouts on disk -> load_faces("full") through dfbook prepare
+    -> chapter_sets with Celeb-DF-v2 as the training domain: the fork's second row, which needs a held-out val."""
+    from test_prepare import N_BLANK, N_FACE, write_clip
+
+    clip = write_clip(tmp_path / "clip.avi")
+    data = tmp_path / "data"
+    celeb = {"Celeb-real": [f"id{i}_0000" for i in range(5)], "YouTube-real": ["00000", "00001"],
+             "Celeb-synthesis": ["id0_id1_0000", "id1_id0_0000", "id2_id3_0000", "id3_id2_0000", "id4_id0_0000"]}
+    for folder, stems in celeb.items():
+        (data / "celebdf_v2" / folder).mkdir(parents=True)
+        for stem in stems:
+            (data / "celebdf_v2" / folder / f"{stem}.avi").write_bytes(clip.read_bytes())
+    (data / "celebdf_v2" / "List_of_testing_videos.txt").write_text(
+        "1 Celeb-real/id4_0000.mp4\n0 Celeb-synthesis/id4_id0_0000.mp4\n")
+    for folder, stems in {"real": ["0000", "0001"], "fake": ["0000_fake", "0001_fake"]}.items():
+        (data / "uadfv" / folder).mkdir(parents=True)
+        for stem in stems:
+            (data / "uadfv" / folder / f"{stem}.avi").write_bytes(clip.read_bytes())
+    monkeypatch.setenv("DFBOOK_DATA", str(data))
+    monkeypatch.setenv("DFBOOK_CACHE", str(tmp_path / "cache"))
+
+    faces = uv.load_faces("full", ["celebdf_v2", "uadfv"], n_frames=4, size=32, detector="haar")
+    per_video = len(range(N_BLANK, N_BLANK + N_FACE, 4))  # frames 0, 3, 7, 11 sampled; the first is blank
+    assert faces.groupby(["domain", "video_id"]).size().eq(3).all() and per_video == 3
+    counts = faces.attrs["prepare"]
+    assert counts["celebdf_v2"] == {"sources": 12, "sources_unreadable": 0, "sources_without_face": 0, "faces": 36,
+                                    "frames_without_face": 12, "frames_undecodable": 0}
+    assert counts["uadfv"]["faces"] == 12
+
+    sets = uv.chapter_sets(faces, "celebdf_v2", ["uadfv"], vaf_frames=3, train_frames=1, eval_frames=3,
+                           cross_split="all")
+    assert set(sets["val"]["label"]) == {0, 1}                                  # id0..id3 have fakes: one moves
+    assert not set(sets["val"]["identity"]) & set(sets["train"]["identity"])
+    assert sets["test/celebdf_v2"]["video_id"].nunique() == 2 and sets["test/uadfv"]["video_id"].nunique() == 4
+    assert (uv.load_faces("full", ["uadfv"], n_frames=4, size=32, detector="haar")["path"]
+            == faces[faces["domain"] == "uadfv"]["path"].to_numpy()).all()      # prepared once, then read back
+
+
+@pytest.mark.slow  # ~15 s: builds ConvNeXt-B and Xception at 299 px with random weights
+def test_full_dry_run_records_the_paper_sized_models(build_dir):
+    from dfbook import report, runner
+
+    res = runner.run_chapter("unsupervised_video", "full", dry_run=True, quiet=True)
+    assert res.status == "dry-run", res.error
+    models = report.load("unsupervised_video", "full", dry_run=True)["models"]
+    fork, base = models["fork_ecl"], models["baseline_ecl"]
+    assert fork["input_shape"] == [2, 3, 299, 299] and fork["output_shape"] == [[2, 128], [2, 128]]  # feat, z
+    assert 85e6 < fork["params_total"] < 95e6             # ConvNeXt-B (88.6 M) + projection 1024 -> 2048 -> 128
+    assert 20e6 < base["params_total"] < 30e6             # Xception (20.8 M without fc) + projection 2048 -> 2048 -> 128
+    assert models["fork_mlp"]["input_shape"] == [2, 1024]  # ConvNeXt-B's pooled features
+
+
+def test_stage4_reports_both_votes():
+    df = pd.DataFrame({"dataset": "d", "method": "m", "video_id": np.repeat(["r", "f"], 3), "frame": [0, 1, 2] * 2,
+                       "label": np.repeat([0, 1], 3)})
+    # video f: two frames just under 0.5 and one at 1.0 -> majority says real, mean (0.66) says fake
+    videos, rep = uv.stage4(np.array([0.1, 0.2, 0.1, 0.49, 0.49, 1.0]), df)
+    assert list(videos["pred_majority"]) == [0, 0] and list(videos["pred_mean"]) == [0, 1]
+    assert rep["accuracy"] == 0.5 and rep["mean_vote_accuracy"] == 1.0 and rep["mean_vote_balanced_accuracy"] == 1.0
+    assert "mean_vote_accuracy" in uv.results_table({("d", "truth", "test/d"): rep}).columns

@@ -293,8 +293,9 @@ def dlib_landmarks(df: pd.DataFrame, model_file: str | Path, progress: bool = Tr
     try:
         import dlib
     except ImportError as e:
-        raise ImportError("stage 1 in the full profile needs dlib (`pip install dlib`, needs cmake and a C++ "
-                          "compiler) for the baseline's face detector and 68-point predictor") from e
+        raise ImportError("stage 1 in the full profile needs dlib for the baseline's face detector and 68-point "
+                          "predictor: `pip install -e '.[full]'` (the dlib-bin wheels; `pip install dlib` builds "
+                          "from source with cmake and a C++ compiler)") from e
     detector, predictor = dlib.get_frontal_face_detector(), dlib.shape_predictor(str(path))
     out = np.full((len(df), 68, 2), np.nan, np.float32)
     for i, p in enumerate(tqdm(df["path"], desc="dlib landmarks", disable=not progress)):
@@ -850,29 +851,57 @@ def run_dir(name: str, **key) -> Path:
     return paths.cache_dir("runs", "unsupervised_video", f"{name}-{_hash({'version': VERSION, **key})}")
 
 
+VAL_FRACTION = 0.15  # training identities held out as val when a training domain ships no val list (Celeb-DF)
+
+
 def chapter_sets(df: pd.DataFrame, train_domain: str, test_domains: Sequence[str], *, vaf_frames: int,
-                 train_frames: int, eval_frames: int, cross_split: str = "test") -> dict[str, pd.DataFrame]:
+                 train_frames: int, eval_frames: int, cross_split: str = "test",
+                 seed: int = 0) -> dict[str, pd.DataFrame]:
     """The frame sets of one training domain: ``vaf`` (train split, ``vaf_frames`` per video, for stage 1),
     ``train`` (``train_frames`` per video, stages 2-3), ``val`` (the labelled held-out set that fixes the
     direction of the rules), ``test/<train_domain>`` (its test split) and ``test/<other>`` for each other domain
     (its ``cross_split`` rows, ``"all"`` = every split, as the fork tested on whole datasets). Identities and files
-    of a test set never occur in train/val (``dfbook.splits.cross_domain`` checks it)."""
+    of a test set never occur in train/val (``dfbook.splits.cross_domain`` checks it). A training domain without
+    a val split (Celeb-DF ships only a test list) gets one: :data:`VAL_FRACTION` of its training identities
+    (``dfbook.splits.hold_out``, seeded), recorded in ``val.attrs["hold_out"]``."""
     from dfbook import splits
 
+    col = "domain" if "domain" in df else "dataset"
+    held = None
+    if not ((df[col] == train_domain) & (df["split"] == "val")).any():
+        df = splits.hold_out(df, train_domain, VAL_FRACTION, seed=seed)
+        held = df.attrs.pop("hold_out")  # pandas copies attrs into every subset: only val carries it
     others = [d for d in test_domains if d != train_domain]
     parts = splits.cross_domain(df, train_domain, others, test_split=None if cross_split == "all" else cross_split)
     out = {"vaf": evenly_spaced(parts["train"], vaf_frames), "train": evenly_spaced(parts["train"], train_frames),
            "val": evenly_spaced(parts["val"], eval_frames),
            f"test/{train_domain}": evenly_spaced(splits.select(df, splits="test", domains=train_domain), eval_frames)}
     out.update({k: evenly_spaced(v, eval_frames) for k, v in parts.items() if k.startswith("test/")})
+    if held:
+        out["val"].attrs["hold_out"] = held
     return out
 
 
-def landmarks_for(df: pd.DataFrame, model_file: str = "") -> np.ndarray:
+def landmarks_for(df: pd.DataFrame, model_file: str = "", *, progress: bool = True) -> np.ndarray:
     """dlib-68 landmarks ``(N, 68, 2)``: from ``model_file`` (dlib's predictor, :func:`dlib_landmarks`) or, when
-    empty, the mini faces corpus's ground truth."""
+    empty, the mini faces corpus's ground truth. dlib's landmarks are cached under
+    ``cache_dir("unsupervised_video", "landmarks")``, keyed by the frame files and the model file's identity
+    (a run over every FF++ frame takes hours on a CPU)."""
     if model_file:
-        return dlib_landmarks(df, model_file)
+        from dfbook import backbones, manifest, paths
+
+        model = Path(str(model_file)).expanduser()
+        model = model if model.is_absolute() else paths.data_dir() / model
+        ident = backbones.file_identity(model) if model.is_file() else "missing"  # dlib_landmarks says what to do
+        key = _hash({"version": VERSION, "files": manifest.content_hash(df, ["path"]), "model": ident})
+        cache = paths.cache_dir("unsupervised_video", "landmarks") / f"landmarks-{key}.npy"
+        if cache.is_file():
+            return np.load(cache)
+        lm = dlib_landmarks(df, model, progress=progress)
+        tmp = cache.with_name(cache.stem + ".partial.npy")
+        np.save(tmp, lm)
+        tmp.replace(cache)
+        return lm
     from dfbook.bench import faces
 
     try:
@@ -1001,9 +1030,13 @@ def classify(run: EncoderRun, labels: np.ndarray, sets: dict[str, pd.DataFrame],
 
 def stage4(scores: np.ndarray, df: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, float]]:
     """Video authentication of one set: per-video table (:func:`authenticate`) and :func:`video_report` of the
-    majority vote with the mean probability as the AUC score."""
+    majority vote (the fork's decision) with the mean probability as the AUC score, plus ``mean_vote_accuracy`` and
+    ``mean_vote_balanced_accuracy`` of the other vote (mean probability >= 0.5)."""
     videos = authenticate(scores, video_keys(df), df["label"].to_numpy())
-    return videos, video_report(videos["label"], videos["pred_majority"], videos["mean_prob"])
+    report = video_report(videos["label"], videos["pred_majority"], videos["mean_prob"])
+    mean_vote = video_report(videos["label"], videos["pred_mean"])
+    return videos, {**report, "mean_vote_accuracy": mean_vote["accuracy"],
+                    "mean_vote_balanced_accuracy": mean_vote["balanced_accuracy"]}
 
 
 def baseline_decision(run: EncoderRun, sets: dict[str, pd.DataFrame], test: str, *, statistic: str = "spearman",
@@ -1059,11 +1092,13 @@ def video_stats(run: EncoderRun, df: pd.DataFrame, set_name: str) -> pd.DataFram
     return st.assign(label=st["key"].map(y).to_numpy())
 
 
-def load_faces(profile: str, domains: Sequence[str], *, n_frames: int = 32, size: int = 299) -> pd.DataFrame:
+def load_faces(profile: str, domains: Sequence[str], *, n_frames: int = 32, size: int = 299,
+               detector: str = "mtcnn", device="cpu") -> pd.DataFrame:
     """The frame manifest of ``domains``. ``mini``: the synthetic faces corpus (``corpus.load("faces")``, ground-
     truth landmarks included). ``full``: FF++ / Celeb-DF v1, v2 / UADFV from ``$DFBOOK_DATA`` through ``dfbook
-    prepare`` (``n_frames`` evenly spaced frames per video, MTCNN face crops of side ``size``, cached and
-    resumable), with a ``domain`` column = dataset name."""
+    prepare`` (``n_frames`` evenly spaced frames per video, ``detector`` face crops of side ``size`` on ``device``,
+    cached and resumable), with a ``domain`` column = dataset name; ``attrs["prepare"]`` holds each dataset's
+    counts of videos, faces and frames lost (no face, undecodable), for the record."""
     if profile == "mini":
         from dfbook.bench import corpus
 
@@ -1074,12 +1109,16 @@ def load_faces(profile: str, domains: Sequence[str], *, n_frames: int = 32, size
     unknown = set(domains) - set(prepare.VIDEO_DATASETS)
     if unknown:
         raise ValueError(f"no video dataset adapter for {sorted(unknown)}; known: {sorted(prepare.VIDEO_DATASETS)}")
-    parts = []
+    parts, counts = [], {}
     for d in domains:
-        out = prepare.prepare(prepare.VIDEO_DATASETS[d](), paths.cache_dir("prepared", f"{d}-{n_frames}x{size}"),
-                              n_frames=n_frames, size=size)
+        out = prepare.prepare(prepare.VIDEO_DATASETS[d](),
+                              paths.cache_dir("prepared", f"{d}-{detector}-{n_frames}x{size}"),
+                              n_frames=n_frames, size=size, detector=detector, device=str(device))
         parts.append(out.manifest.assign(domain=d))
-    return pd.concat(parts, ignore_index=True)
+        counts[d] = out.counts()
+    faces = pd.concat(parts, ignore_index=True)
+    faces.attrs["prepare"] = counts
+    return faces
 
 
 # The fork's published numbers (dfbook/data/paper_results.csv) under this chapter's quantity names.
@@ -1119,8 +1158,11 @@ def set_overview(sets: dict[str, dict[str, pd.DataFrame]]) -> pd.DataFrame:
     for dom, parts in sets.items():
         for name, d in parts.items():
             v = d.assign(_key=video_keys(d)).drop_duplicates("_key")
+            held = d.attrs.get("hold_out")
             rows.append({"train domain": dom, "set": name, "real videos": int((v["label"] == 0).sum()),
-                         "fake videos": int((v["label"] == 1).sum()), "frames": len(d)})
+                         "fake videos": int((v["label"] == 1).sum()), "frames": len(d),
+                         "split": (f"held out: {held['identities_moved']} of {held['identities_before']} training "
+                                   "identities" if held else "official")})
     return pd.DataFrame(rows)
 
 
@@ -1129,14 +1171,25 @@ def results_table(results: dict[tuple[str, str, str], dict[str, float]]) -> pd.D
     rows = [{"train": dom, "labels": src, "test": test.removeprefix("test/"), **rep}
             for (dom, src, test), rep in results.items()]
     cols = ["train", "labels", "test", "auc", "accuracy", "balanced_accuracy", "all_fake_accuracy", "real_accuracy",
-            "fake_accuracy", "n_real", "n_fake"]
-    return pd.DataFrame(rows)[cols]
+            "fake_accuracy", "mean_vote_accuracy", "mean_vote_balanced_accuracy", "n_real", "n_fake"]
+    return pd.DataFrame(rows)[[c for c in cols if c in rows[0]]] if rows else pd.DataFrame(columns=cols)
 
 
-def fork_shape(table: pd.DataFrame, metric: str = "accuracy") -> pd.DataFrame:
-    """The fork's README table: rows = training set and label source, columns = test sets, cells = ``metric``."""
-    t = table.assign(run=table["train"] + " (" + table["labels"] + " labels)")
-    return t.pivot(index="run", columns="test", values=metric)
+def fork_shape(table: pd.DataFrame, metric: str = "accuracy", published: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The fork's README table: rows = training set and label source, columns = test sets, cells = ``metric``.
+    ``published`` (:func:`comparison_rows`): its rows of ``metric`` go on top, one per training set and system,
+    labelled with their evidence tag."""
+    t = table.assign(run="this book: " + table["train"] + " (" + table["labels"] + " labels)")
+    ours = t.pivot(index="run", columns="test", values=metric)
+    if published is None:
+        return ours
+    p = published[published["quantity"].str.startswith(f"{metric} · ")]
+    if p.empty:
+        return ours
+    train_test = p["quantity"].str.removeprefix(f"{metric} · ").str.split(" → ", expand=True)
+    rows = pd.DataFrame({"run": "published: " + train_test[0] + " (" + p["system"] + ", " + p["evidence"] + ")",
+                         "test": train_test[1], "value": p["value"]})
+    return pd.concat([rows.pivot_table(index="run", columns="test", values="value", aggfunc="first"), ours])
 
 
 def confusion_grid(videos: dict[str, pd.DataFrame], pred: str = "pred_majority"):
