@@ -92,3 +92,56 @@ def test_group_ci_seeded_and_brackets_value(hand):
 def test_missing_group_values_raise():
     with pytest.raises(ValueError, match="no group value"):
         fairness.group_table([0, 1], [0.1, 0.9], pd.Series(["a", None]))
+
+
+def _biased(n: int = 400, seed: int = 0):
+    """Videos of 4 frames; dark skin gets higher scores, so its reals are called fake more often."""
+    rng = np.random.default_rng(seed)
+    n_vid = n // 4
+    vid_skin = rng.choice(["dark", "light"], n_vid)
+    vid_gender = rng.choice(["female", "male"], n_vid)
+    vid_y = np.arange(n_vid) % 2
+    attrs = pd.DataFrame({"gender": np.repeat(vid_gender, 4), "skin_group": np.repeat(vid_skin, 4)})
+    y = np.repeat(vid_y, 4)
+    keys = np.repeat([f"v{i}" for i in range(n_vid)], 4)
+    s = np.clip(rng.normal(0.35 + 0.3 * y + 0.3 * (attrs["skin_group"] == "dark"), 0.2), 0, 1)
+    return y, s, attrs, keys
+
+
+def test_audit_ci_intervals_for_every_reported_metric_and_gap():
+    y, s, attrs, keys = _biased()
+    point = fairness.audit(y, s, attrs, intersections=[("gender", "skin_group")])
+    a = fairness.audit_ci(y, s, attrs, intersections=[("gender", "skin_group")], keys=keys, n_boot=150, seed=2)
+    # point values are audit()'s
+    pd.testing.assert_frame_equal(a.groups[point.groups.columns], point.groups)
+    pd.testing.assert_frame_equal(a.gaps[point.gaps.columns], point.gaps)
+    for m in fairness.REPORTED_METRICS:
+        lo, hi, v = a.groups[f"{m}_lo"], a.groups[f"{m}_hi"], a.groups[m]
+        assert lo.notna().all() and (lo <= hi).all(), m
+        assert ((lo <= v + 1e-12) & (v <= hi + 1e-12)).all(), m          # per-group rates: inside their CI
+    for g in fairness.REPORTED_GAPS:
+        assert (a.gaps[f"{g}_lo"] <= a.gaps[f"{g}_hi"]).all(), g
+    skin = a.gaps.set_index("attribute").loc["skin_group"]
+    assert skin["f_fpr"] > 0.3 and skin["f_fpr_lo"] > 0.2                   # the built-in bias is detected
+    gender = a.gaps.set_index("attribute").loc["gender"]
+    assert gender["f_fpr_lo"] < skin["f_fpr_lo"]                            # gender carries no bias
+    # same resamples as group_ci: the FPR intervals agree exactly
+    fpr = fairness.group_ci(y, s, attrs["skin_group"], metric="fpr", keys=keys, n_boot=150, seed=2).set_index("group")
+    mine = a.groups[a.groups["attribute"] == "skin_group"].set_index("group")
+    np.testing.assert_allclose(mine.loc[fpr.index, "fpr_lo"], fpr["lo"])
+    np.testing.assert_allclose(mine.loc[fpr.index, "fpr_hi"], fpr["hi"])
+    b = fairness.audit_ci(y, s, attrs, intersections=[("gender", "skin_group")], keys=keys, n_boot=150, seed=2)
+    pd.testing.assert_frame_equal(a.groups, b.groups)
+    c = fairness.audit_ci(y, s, attrs, keys=keys, n_boot=150, seed=3)
+    assert not np.allclose(c.gaps["f_fpr_hi"], a.gaps["f_fpr_hi"].iloc[:2])  # the seed matters
+
+
+def test_audit_ci_counts_undefined_resamples():
+    y, s, attrs, keys = _biased(n=48, seed=1)
+    attrs = attrs.assign(age_group=np.where(np.arange(48) < 4, "senior", "adult"))   # one 4-frame video: one class
+    with pytest.warns(UserWarning, match="only one class"):
+        a = fairness.audit_ci(y, s, attrs, columns=["age_group"], keys=keys, n_boot=50, seed=0)
+    senior = a.groups.set_index("group").loc["senior"]
+    assert senior["single_class"] and np.isnan(senior["auc"])
+    assert senior["ci_failed"] > 0                                          # the group vanishes from resamples
+    assert np.isnan(a.gaps.loc[0, "f_fpr"])                                 # one two-class group: no gap

@@ -393,3 +393,234 @@ def test_read_tensorboard(tmp_path):
     assert logged["value"].round(3).tolist() == [0.5, 0.6, 0.7] and set(logged["tag"]) == {"epoch/val_auc"}
     with pytest.raises(FileNotFoundError, match="no TensorBoard scalars"):
         ucf.read_tensorboard(tmp_path / "empty")
+
+
+# ----------------------------------------------------------------------------------------------- full-profile data
+def _aiface_layout(root):
+    """A tiny AI-Face v2 release: CSVs + image files, FF++ frames under deepfakes/ff++/, one GAN image."""
+    import pandas as pd
+
+    rows = [  # Image Path, Gender (1 male), Age, Skin Tone, Intersection (3 male light, 4 male medium, ...), Target
+        ("deepfakes/ff++/original/000/0000.png", 1, 1, 2, 3, 0),
+        ("deepfakes/ff++/original/000/0010.png", 1, 1, 2, 3, 0),
+        ("deepfakes/ff++/original/000/0020.png", 1, 1, 5, 4, 0),          # one annotator saw medium skin
+        ("deepfakes/ff++/Deepfakes/000_003/0000.png", 1, 1, 9, 5, 1),     # the swapped-in face: not identity 000's
+        ("deepfakes/ff++/FaceSwap/001_002/0000.png", 0, 0, 9, 2, 1),      # 001: no real frame annotated
+        ("GANs/stylegan2/img_000.png", 0, 0, 1, 0, 1),
+    ]
+    table = pd.DataFrame(rows, columns=["Image Path", "Gender", "Age", "Skin Tone", "Intersection", "Target"])
+    for rel in table["Image Path"]:
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(b"")                                     # the join reads CSVs, never pixels
+    table.iloc[:4].to_csv(root / "train.csv", index=False)
+    table.iloc[4:].to_csv(root / "test.csv", index=False)
+
+
+def test_full_joins_aiface_demographics_by_identity(tmp_path):
+    import pandas as pd
+
+    from dfbook import datasets, fairness
+
+    _aiface_layout(tmp_path / "aiface")
+    people = ucf.aiface_identities(datasets.aiface(tmp_path / "aiface", version="v2"))
+    p = people.set_index("identity")
+    assert list(p.index) == ["ffpp_000", "ffpp_001"]                       # the GAN image is not FF++
+    assert p.loc["ffpp_000", "skin_group"] == "light" and p.loc["ffpp_000", "gender"] == "male"
+    assert p.loc["ffpp_000", "n_images"] == 3                              # real frames only: the fake is ignored
+    assert p.loc["ffpp_000", "agreement"] == pytest.approx(2 / 3)
+    assert p.loc["ffpp_001", "skin_group"] == "dark" and p.loc["ffpp_001", "gender"] == "female"
+    faces = pd.DataFrame({
+        "path": [f"f{i}.png" for i in range(6)], "label": [0, 1, 0, 1, 0, 0], "dataset": "ffpp",
+        "method": ["real", "Deepfakes", "real", "FaceSwap", "real", "real"],
+        "video_id": ["000", "000_003", "001", "001_002", "002", "id0"], "frame": 0,
+        "identity": ["ffpp_000", "ffpp_000", "ffpp_001", "ffpp_001", "ffpp_002", "cdf_id0"],
+        "split": "test", "domain": ["ffpp"] * 5 + ["celebdf_v2"]})
+    joined = ucf.join_demographics(faces, people, domain="ffpp")
+    assert joined["skin_group"].tolist()[:4] == ["light", "light", "dark", "dark"]   # fakes take their target's
+    assert joined["skin_group"].iloc[4:].isna().all()                       # unannotated identity, other domain
+    assert joined.attrs["demographics"] == {"domain": "ffpp", "rows": 5, "rows_with_demographics": 4,
+                                            "identities": 3, "identities_with_demographics": 2}
+    assert "skin_group" not in faces                                        # input untouched
+    fair = joined[["gender", "skin_group"]].notna().all(axis=1)             # the chapter audits these rows
+    result = fairness.audit(joined.loc[fair, "label"], np.array([0.2, 0.9, 0.6, 0.4]),
+                            joined.loc[fair, ["gender", "skin_group"]])
+    assert set(result.groups["group"]) == {"male", "female", "light", "dark"}
+    with pytest.raises(ValueError, match="no AI-Face image under a source folder"):
+        ucf.aiface_identities(datasets.aiface(tmp_path / "aiface", version="v2"), source="^dfdc")
+    with pytest.raises(ValueError, match="none of the 5 ffpp rows"):
+        ucf.join_demographics(faces.assign(identity="x"), people)
+
+
+def test_full_needs_imagenet_weights(tmp_path, monkeypatch):
+    from safetensors.torch import save_file
+
+    monkeypatch.setenv("DFBOOK_DATA", str(tmp_path))
+    with pytest.raises(FileNotFoundError, match=r"IMAGENET_WEIGHTS is empty.*xception-b5690688\.pth"):
+        ucf.imagenet_weights("")
+    with pytest.raises(FileNotFoundError, match="nope.pth"):
+        ucf.imagenet_weights(tmp_path / "nope.pth")
+    # timm's legacy_xception file at the dfbook.backbones location is found and loads (safetensors)
+    torch.set_num_threads(1)
+    ref = ucf.XceptionEncoder()
+    timm_file = tmp_path / "weights" / "timm" / "legacy_xception.tf_in1k.safetensors"
+    timm_file.parent.mkdir(parents=True)
+    save_file({k: v.contiguous() for k, v in ref.state_dict().items()
+               if not k.startswith(("adjust_channel", "last_linear")) and not k.endswith("num_batches_tracked")},
+              str(timm_file))
+    assert ucf.imagenet_weights("") == timm_file
+    enc = ucf.load_imagenet_xception(ucf.XceptionEncoder(), ucf.imagenet_weights(""))
+    assert torch.equal(enc.conv4.pointwise.weight, ref.conv4.pointwise.weight)
+    cadene = tmp_path / "weights" / "xception-b5690688.pth"
+    cadene.write_bytes(b"")
+    assert ucf.imagenet_weights("") == cadene                              # DeepfakeBench's own file comes first
+
+
+# ----------------------------------------------------------------------------------------------- streaming
+def _write_frames(folder, n: int, size: int = 40) -> list:
+    import cv2
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    out = []
+    for i in range(n):
+        img = np.clip(rng.normal(90 if i % 2 == 0 else 160, 40, (size, size, 3)), 0, 255).astype(np.uint8)
+        cv2.imwrite(str(folder / f"{i}.png"), img)
+        out.append(folder / f"{i}.png")
+    return out
+
+
+def test_streamed_frames_equal_in_memory(tmp_path):
+    from dfbook import imageio, train
+
+    torch.set_num_threads(1)
+    paths = _write_frames(tmp_path, 12)
+    labels = np.arange(12) % 2                                              # odd frames are the (brighter) fakes
+    memory = imageio.load_images([str(p) for p in paths], size=32)[0]
+    files = ucf.ImageFiles(paths, 32)
+    assert files.shape == memory.shape and np.array_equal(np.asarray(files), memory)
+    assert np.array_equal(files[3], memory[3])
+    assert np.array_equal(np.asarray(files[labels == 1]), memory[labels == 1])
+    assert np.array_equal(np.asarray(files[np.array([5, 0])]), memory[[5, 0]])
+
+    def pairs(imgs):   # augmentation on: the DeepfakeBench path
+        return ucf.PairDataset(imgs[labels == 0], imgs[labels == 1], np.arange(6) % 4 + 1, train_augment=True,
+                               resolution=32)
+
+    for i in range(3):
+        torch.manual_seed(i)
+        a = pairs(memory)[i]
+        torch.manual_seed(i)
+        b = pairs(files)[i]
+        assert all(torch.equal(u, v) for u, v in zip(a, b))
+
+    mem_eval, disk_eval = ucf.eval_set(memory, labels), ucf.eval_set(files, labels, batch_size=5, num_workers=1)
+    assert isinstance(mem_eval, tuple) and isinstance(disk_eval, torch.utils.data.DataLoader)
+
+    def run(imgs, evalset):
+        model = tiny_model()
+        cfg = train.TrainConfig(epochs=2, batch_size=3, optimizer="adam", lr=2e-3, monitor="val_auc",
+                                restore_best=True, seed=0)
+        hist, scores = ucf.train_tracked(model, pairs(imgs), evalset, {"test": evalset}, config=cfg)
+        return hist.drop(columns="seconds"), scores["test"], train.predict(model, evalset)
+
+    (h1, s1, p1), (h2, s2, p2) = run(memory, mem_eval), run(files, disk_eval)
+    import pandas.testing as pdt
+
+    pdt.assert_frame_equal(h1, h2)
+    assert all(np.allclose(a, b, atol=1e-6) for a, b in zip(s1, s2)) and np.allclose(p1, p2, atol=1e-6)
+    emb_mem, emb_disk = ucf.embed(tiny_model(), memory, batch_size=5), ucf.embed(tiny_model(), files, batch_size=5)
+    assert emb_mem["common"].shape == (12, 16) and np.allclose(emb_mem["common"], emb_disk["common"], atol=1e-6)
+
+
+# ----------------------------------------------------------------------------------------------- chapter workflow
+def _faces_manifest():
+    """Two domains: ffpp (train/val/test by identity, 4-frame videos, a swap donor in its target's split) and a
+    cross domain with test videos only."""
+    import pandas as pd
+
+    rows = []
+    for split, ids in (("train", ["a", "b"]), ("val", ["c", "d"]), ("test", ["e", "f"])):
+        for k, ident in enumerate(ids):
+            donor = ids[1 - k]
+            for label, method, vid, src in ((0, "real", ident, ""), (1, "DF", f"{ident}_{donor}", donor)):
+                rows += [dict(path=f"{vid}/{method}/{f}.png", label=label, dataset="ffpp", method=method, video_id=vid,
+                              frame=f, identity=ident, source_identity=src, split=split, domain="ffpp")
+                         for f in range(4)]
+    for label, vid in ((0, "r1"), (1, "f1"), (0, "r2"), (1, "f2")):
+        rows += [dict(path=f"cdf/{vid}/{f}.png", label=label, dataset="celebdf_v2", method=["real", "cdf"][label],
+                      video_id=vid, frame=f, identity=f"p{vid}", source_identity="", split="test",
+                      domain="celebdf_v2") for f in range(4)]
+    return pd.DataFrame(rows)
+
+
+def test_protocol_parts_frames_and_errors():
+    from dfbook import manifest
+
+    df = _faces_manifest()
+    parts = ucf.protocol(df, train_domain="ffpp", test_domains=["celebdf_v2"], train_frames=2, test_frames=3)
+    assert list(parts) == ["train", "val", "test", "celebdf_v2"]
+    assert (parts["train"].groupby("video_id").size() == 2).all()            # train_frames per video
+    assert (parts["test"].groupby("video_id").size() == 3).all()
+    assert (parts["celebdf_v2"].groupby("video_id").size() == 3).all()
+    assert set(parts["celebdf_v2"]["domain"]) == {"celebdf_v2"} and set(parts["test"]["domain"]) == {"ffpp"}
+    assert {s: set(parts[s]["identity"]) for s in ("train", "val", "test")} == {
+        "train": {"a", "b"}, "val": {"c", "d"}, "test": {"e", "f"}}
+    with pytest.raises(ValueError, match="one-class"):
+        ucf.protocol(df[~((df["domain"] == "celebdf_v2") & (df["label"] == 1))], test_domains=["celebdf_v2"])
+    with pytest.raises(ValueError, match="'dfdc' is empty"):
+        ucf.protocol(df, test_domains=["dfdc"])
+    leaky = df.copy()
+    leaky.loc[(leaky["identity"] == "e") & (leaky["method"] == "real"), "split"] = "train"   # e in train and test
+    with pytest.raises(manifest.ManifestError):
+        ucf.protocol(leaky, test_domains=["celebdf_v2"])
+
+
+def test_evaluate_frame_and_video_metrics():
+    import pandas as pd
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    rng = np.random.default_rng(0)
+    n_videos, per = 30, 4
+    y_vid = np.arange(n_videos) % 2
+    df = pd.DataFrame({"dataset": "d", "method": np.where(np.repeat(y_vid, per) == 1, "fake", "real"),
+                       "video_id": np.repeat([f"v{i}" for i in range(n_videos)], per),
+                       "label": np.repeat(y_vid, per)})
+    s = np.clip(0.35 + 0.3 * df["label"].to_numpy() + rng.normal(0, 0.25, len(df)), 0, 1)
+    ev = ucf.evaluate(df, s, n_boot=200, seed=3)
+    assert ev["frame_auc"] == pytest.approx(roc_auc_score(df["label"], s))
+    assert ev["frame_ap"] == pytest.approx(average_precision_score(df["label"], s))
+    assert ev["frame_acc"] == pytest.approx(np.mean((s >= 0.5) == df["label"]))
+    video = pd.DataFrame({"y": df["label"], "s": s, "v": df["video_id"]}).groupby("v").mean()
+    assert ev["video_auc"] == pytest.approx(roc_auc_score(video["y"], video["s"]))
+    assert ev["n_frames"] == 120 and ev["n_videos"] == 30
+    for key in ("frame_auc", "video_auc", "frame_ap", "frame_eer", "frame_acc", "frame_balanced_acc"):
+        lo, hi = ev[f"{key}_ci"]
+        assert 0 <= lo <= hi <= 1, key
+        assert lo <= ev[key] <= hi, key                                     # a smooth statistic: inside its CI
+    assert ev["video_auc_ci"][1] - ev["video_auc_ci"][0] > 0.01           # 30 videos: a real interval
+    again = ucf.evaluate(df, s, n_boot=200, seed=3)
+    assert all(np.array_equal(np.asarray(again[k]), np.asarray(v)) for k, v in ev.items())
+    assert s.flags.writeable and df["label"].tolist() == np.repeat(y_vid, per).tolist()
+
+
+def test_train_tracked_scores_every_epoch_and_restores_best(tmp_path):
+    from dfbook import train
+
+    torch.set_num_threads(1)
+    real, fake = _arrays(8, 90, 0), _arrays(8, 160, 1)
+    pairs = ucf.PairDataset(real, fake, np.arange(8) % 4 + 1, train_augment=False)
+    val = (ucf.to_tensor(np.concatenate([real[:4], fake[:4]])), torch.tensor([0] * 4 + [1] * 4))
+    test = (ucf.to_tensor(np.concatenate([real[4:], fake[4:]])), torch.tensor([0] * 4 + [1] * 4))
+    model = tiny_model()
+    cfg = train.TrainConfig(epochs=3, batch_size=4, optimizer="adam", lr=2e-3, monitor="val_auc",
+                            restore_best=True, seed=0)
+    hist, scores = ucf.train_tracked(model, pairs, val, {"test": test}, config=cfg, log_dir=tmp_path / "tb")
+    assert len(hist) == 3 and hist["best"].sum() == 1 and len(scores["test"]) == 3
+    assert all(s.shape == (8,) and ((s >= 0) & (s <= 1)).all() for s in scores["test"])
+    best = int(hist.loc[hist["best"], "epoch"].iloc[0])
+    # the model ends at the validation-selected epoch: its scores are that epoch's tracked scores
+    np.testing.assert_allclose(train.predict(model, test), scores["test"][best - 1], atol=1e-6)
+    table = ucf.selection_table(scores, {"test": test[1].numpy()}, best)
+    assert table.loc[0, "best_on_test_auc"] >= table.loc[0, "corrected_auc"]
+    logged = ucf.read_tensorboard(tmp_path / "tb")
+    assert {"epoch/val_auc", "step/train_loss"} <= set(logged["tag"])

@@ -22,9 +22,11 @@ Prediction uses the common head only: ``P(fake) = softmax(head_sha(block_sha(E_f
 
 Public pieces: the model (:class:`UCF`, :func:`build_full`, :func:`build`, :func:`load_deepfakebench`,
 :func:`param_counts`), the losses (:func:`losses`, :func:`contrastive_loss`, :func:`loss_fn` for
-``dfbook.train.fit``), the data side (:func:`augment`, :func:`gaussian_noise`, :class:`PairDataset`,
-:func:`to_tensor`) and the chapter workflow (:func:`protocol`, :func:`train_tracked`, :func:`selection_table`,
-:func:`evaluate`, :func:`read_tensorboard`).
+``dfbook.train.fit``), the ImageNet initialisation of ``full`` (:func:`imagenet_weights`), the data side
+(:func:`augment`, :func:`gaussian_noise`, :class:`PairDataset`, :func:`to_tensor`; :class:`ImageFiles`,
+:class:`FrameDataset`, :func:`eval_set` and :func:`embed` stream frames from disk in ``full``) and the chapter
+workflow (:func:`protocol`, :func:`aiface_identities` + :func:`join_demographics` for ``full``'s AI-Face
+demographics, :func:`train_tracked`, :func:`selection_table`, :func:`evaluate`, :func:`read_tensorboard`).
 
 Module names equal DeepfakeBench's (``encoder_f, encoder_c, con_gan, head_spe, head_sha, block_spe,
 block_sha``; Xception internals as in its ``networks/xception.py``), so a released ``ucf_best.pth`` loads into
@@ -138,7 +140,12 @@ def load_imagenet_xception(encoder: XceptionEncoder, path: str | Path) -> Xcepti
             "(DeepfakeBench release v1.0.0 'pretrained.zip' -> xception-b5690688.pth, or timm's legacy_xception "
             "file xception-43020ad28.pth). Download it on a connected machine and put it at "
             f"{paths.data_dir() / 'weights' / 'xception-b5690688.pth'} (or pass its path).")
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        state = load_file(str(path))
+    else:
+        state = torch.load(path, map_location="cpu", weights_only=True)
     state = {k: (v[..., None, None] if "pointwise" in k and v.ndim == 2 else v)
              for k, v in state.items() if not k.startswith(("fc.", "last_linear."))}
     result = encoder.load_state_dict(state, strict=False)
@@ -148,6 +155,42 @@ def load_imagenet_xception(encoder: XceptionEncoder, path: str | Path) -> Xcepti
         raise ValueError(f"{path} does not look like an ImageNet Xception state dict: missing {missing[:5]}, "
                          f"unexpected {result.unexpected_keys[:5]}")
     return encoder
+
+
+def imagenet_weight_candidates() -> list[Path]:
+    """Where :func:`imagenet_weights` looks when no path is given, in order: DeepfakeBench's file
+    ``$DFBOOK_DATA/weights/xception-b5690688.pth`` and timm's ``legacy_xception.tf_in1k`` at the
+    ``dfbook.backbones`` location ``$DFBOOK_DATA/weights/timm/legacy_xception.tf_in1k.<suffix>``."""
+    from dfbook import backbones
+
+    stem = backbones.expected_weights("timm:legacy_xception.tf_in1k")
+    return [paths.data_dir() / "weights" / "xception-b5690688.pth",
+            *(stem.with_name(stem.name + s) for s in backbones.WEIGHT_SUFFIXES)]
+
+
+def imagenet_weights(path: str | Path | None = "") -> Path:
+    """The ImageNet Xception file both encoders start from in ``full`` (UCF is never trained from random init
+    upstream; a random-init run would quietly measure something else). ``path`` if given (it must exist), else the
+    first existing :func:`imagenet_weight_candidates`. Raises ``FileNotFoundError`` saying what to download and
+    where to put it. ``--dry-run`` needs no weights: it calls ``build_full(imagenet_weights=None)`` directly."""
+    if path:
+        path = Path(path).expanduser()
+        if not path.is_file():
+            raise FileNotFoundError(f"IMAGENET_WEIGHTS={str(path)!r} does not exist; give the path of Cadene's "
+                                    "ImageNet Xception file xception-b5690688.pth (DeepfakeBench release "
+                                    "'pretrained.zip') or of timm's legacy_xception weights.")
+        return path
+    candidates = imagenet_weight_candidates()
+    found = [c for c in candidates if c.is_file()]
+    if not found:
+        raise FileNotFoundError(
+            "full UCF needs ImageNet Xception weights for its two encoders and IMAGENET_WEIGHTS is empty. On a "
+            "connected machine download DeepfakeBench's release asset 'pretrained.zip' "
+            "(https://github.com/SCLBD/DeepfakeBench/releases, v1.0.0) and put xception-b5690688.pth at "
+            f"{candidates[0]}, or timm's legacy_xception.tf_in1k weights (Hugging Face timm/legacy_xception.tf_in1k, "
+            f"model.safetensors) at {candidates[1]}; or pass -p IMAGENET_WEIGHTS <file>. Looked in: "
+            + ", ".join(str(c) for c in candidates))
+    return found[0]
 
 
 # ----------------------------------------------------------------------------------------------- decoder
@@ -581,15 +624,93 @@ def to_tensor(imgs: np.ndarray) -> torch.Tensor:
     return (t - 0.5) / 0.5
 
 
+class ImageFiles:
+    """Face frames on disk, read when indexed, so the ``full`` profile never holds a split in memory.
+
+    ``files[i]`` -> uint8 ``(size, size, 3)``, read and resized exactly as ``dfbook.imageio.load_images`` does
+    (so streamed and in-memory runs see identical pixels); ``files[mask]`` / ``files[index_array]`` -> the subset
+    (still on disk); ``np.asarray(files)`` reads them all. Indexing mirrors a ``(N, size, size, 3)`` array, so
+    :class:`PairDataset` and :class:`FrameDataset` take either. Unreadable files raise naming the file."""
+
+    def __init__(self, paths, size: int):
+        self.paths = [str(p) for p in paths]
+        self.size = int(size)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    @property
+    def shape(self) -> tuple[int, int, int, int]:
+        return (len(self.paths), self.size, self.size, 3)
+
+    def __getitem__(self, idx):
+        from dfbook import imageio
+
+        if isinstance(idx, (int, np.integer)):
+            return imageio.load_images([self.paths[int(idx)]], size=self.size)[0][0]
+        idx = np.asarray(idx)
+        if idx.dtype == bool:
+            if len(idx) != len(self.paths):
+                raise IndexError(f"boolean index of length {len(idx)} for {len(self.paths)} files")
+            idx = np.flatnonzero(idx)
+        return ImageFiles([self.paths[i] for i in idx.astype(int)], self.size)
+
+    def __array__(self, dtype=None, copy=None):
+        from dfbook import imageio
+
+        arr = imageio.load_images(self.paths, size=self.size)[0]
+        return arr.astype(dtype) if dtype is not None else arr
+
+
+class FrameDataset(torch.utils.data.Dataset):
+    """Evaluation frames ``(x (3, H, W) normalised like :func:`to_tensor`, label)`` from a uint8 array or
+    :class:`ImageFiles` (then read from disk per item, in DataLoader workers if asked)."""
+
+    def __init__(self, images, labels):
+        if len(images) != len(labels):
+            raise ValueError(f"{len(images)} images but {len(labels)} labels")
+        self.images, self.labels = images, torch.tensor(np.asarray(labels)).long()
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int):
+        return to_tensor(self.images[i])[0], self.labels[i]
+
+
+def eval_set(images, labels, *, batch_size: int = 256, num_workers: int = 0):
+    """What ``train.predict`` / ``fit(val=...)`` take: in-memory uint8 ``(N, H, W, 3)`` -> ``(x, y)`` tensors (the
+    mini path); :class:`ImageFiles` -> an ordered DataLoader over :class:`FrameDataset` that reads each batch from
+    disk with ``num_workers`` processes (the full path). Both give the same scores (same batches, same pixels)."""
+    if isinstance(images, np.ndarray):
+        return to_tensor(images), torch.tensor(np.asarray(labels))          # a copy: labels may be read-only
+    return torch.utils.data.DataLoader(FrameDataset(images, labels), batch_size=batch_size, shuffle=False,
+                                       num_workers=num_workers)
+
+
+@torch.no_grad()
+def embed(model: UCF, images, batch_size: int = 64) -> dict[str, np.ndarray]:
+    """:meth:`UCF.embed` over uint8 frames (array or :class:`ImageFiles`) in batches on the model's device."""
+    device = next(model.parameters()).device
+    model.eval()
+    parts = [model.embed(to_tensor(np.asarray(images[np.arange(i, min(i + batch_size, len(images)))])).to(device))
+             for i in range(0, len(images), batch_size)]
+    return {k: torch.cat([p[k] for p in parts]).cpu().numpy() for k in parts[0]}
+
+
 class PairDataset(torch.utils.data.Dataset):
-    """DeepfakeBench ``pairDataset`` over in-memory uint8 images: item ``i`` = fake ``i`` with a uniformly random
+    """DeepfakeBench ``pairDataset`` over uint8 images (in memory, or :class:`ImageFiles` read from disk per item):
+    item ``i`` = fake ``i`` with a uniformly random
     real, both through :func:`augment` (if ``train_augment``), optional :func:`gaussian_noise` and
     :func:`to_tensor`. Returns ``(x_real (3, H, W), x_fake (3, H, W), spe_fake)``; the default collate stacks them
     into the ``(x_real, x_fake, spe)`` batches :func:`loss_fn` expects (reals first, as upstream's collate_fn).
 
-    ``real``/``fake``: ``(N, H, W, 3)`` uint8; ``spe_fake``: ``(N_fake,)`` method ids >= 1 (:func:`specific_labels`).
+    ``real``/``fake``: ``(N, H, W, 3)`` uint8 arrays or :class:`ImageFiles`; ``spe_fake``: ``(N_fake,)`` method
+    ids >= 1 (:func:`specific_labels`).
     The random real and the augmentation draws come from torch's global RNG, so ``fit``'s (seed, epoch) order and
-    checkpointed RNG state make a run reproducible and resumable (single-process loading, ``num_workers=0``)."""
+    checkpointed RNG state make a run reproducible and resumable. With DataLoader workers each worker's torch seed is
+    drawn from the main process's RNG, so a run stays reproducible for a fixed ``num_workers``, but its draws differ
+    from a single-process run's."""
 
     def __init__(self, real: np.ndarray, fake: np.ndarray, spe_fake: np.ndarray, *, train_augment: bool = True,
                  noise_sigma: float = 0.0, noise_wrap: bool = False, resolution: int | None = None):
@@ -688,13 +809,84 @@ def protocol(df, *, train_domain: str = "ffpp", test_domains=("celebdf_v2", "wil
     return parts
 
 
+#: AI-Face source folders (``deepfakes/<source>/``) that hold FF++ frames (the authors' copies are named e.g.
+#: ``ff++`` or ``ff++_ori``); matched against the ``domain`` column of ``datasets.aiface()``.
+AIFACE_FFPP = r"(?i)^(?:ff\+\+|ffpp|faceforensics\+\+)"
+_FFPP_VIDEO = r"(?:^|/)(\d{3})(?:_(\d{3}))?(?=/|\.[A-Za-z]+$)"
+
+
+def aiface_identities(aiface: pd.DataFrame, *, source: str = AIFACE_FFPP, prefix: str = "ffpp_",
+                      columns=("gender", "skin_group", "age_group")) -> pd.DataFrame:
+    """Per-identity demographics of FF++ from the AI-Face annotations (``datasets.aiface(version="v2")``).
+
+    AI-Face annotates single frames and publishes no FF++ video or person ids, so the key is the FF++ video name
+    in the image path (``000`` or ``000_003``: the first path part after the source folder that looks like one;
+    the only key the release has). As in ``datasets.ffpp`` the identity of a video is its target (``000`` ->
+    ``ffpp_000``). Each identity takes the most frequent label of each column over its annotated *real* frames
+    (its own face), or over its fake frames when AI-Face kept no real frame of it. Returns one row per identity:
+    ``identity``, the ``columns``, ``n_images`` and ``agreement`` (the smallest share of those frames that agree
+    with the chosen label, over the columns: 1.0 = the annotators never disagreed)."""
+    missing = [c for c in ("path", "label", "domain", *columns) if c not in aiface.columns]
+    if missing:
+        raise ValueError(f"aiface_identities: the AI-Face table lacks {missing}; load it with "
+                         "dfbook.datasets.aiface(version='v2') (skin_group is a v2 column)")
+    rows = aiface[aiface["domain"].astype(str).str.contains(source, regex=True)]
+    if rows.empty:
+        raise ValueError(f"no AI-Face image under a source folder matching {source!r}; sources present: "
+                         f"{sorted(aiface['domain'].astype(str).unique())[:10]} (pass source=...)")
+    rel = rows["path"].astype(str).str.extract(r"(?i)(?:^|/)(?:deepfakes|real)/[^/]+/(.*)$")[0]
+    target = rel.str.extract(_FFPP_VIDEO)[0]
+    if target.isna().all():
+        raise ValueError(f"no FF++ video name (000 or 000_003) found in the AI-Face paths under {source!r}, e.g. "
+                         f"{rows['path'].head(3).tolist()}")
+    rows = rows.assign(identity=prefix + target).dropna(subset=["identity"])
+    real_ids = set(rows.loc[rows["label"] == 0, "identity"])
+    rows = rows[(rows["label"] == 0) | ~rows["identity"].isin(real_ids)]
+    out = []
+    for ident, grp in rows.groupby("identity", sort=True):
+        row = {"identity": ident, "n_images": len(grp)}
+        shares = []
+        for col in columns:
+            counts = grp[col].dropna().astype(str).value_counts()
+            row[col] = counts.index[0] if len(counts) else None
+            shares.append(counts.iloc[0] / counts.sum() if len(counts) else float("nan"))
+        row["agreement"] = float(np.nanmin(shares)) if np.isfinite(shares).any() else float("nan")
+        out.append(row)
+    return pd.DataFrame(out)
+
+
+def join_demographics(faces: pd.DataFrame, people: pd.DataFrame, *, domain: str = "ffpp") -> pd.DataFrame:
+    """``faces`` with the demographic columns of ``people`` (:func:`aiface_identities`) joined on ``identity`` for
+    the rows of ``domain``; other domains' rows get missing values. Columns already present are replaced for
+    ``domain``'s rows. ``attrs["demographics"]`` counts the rows and identities of ``domain`` with and without
+    demographics. Raises when no identity matches (wrong ``prefix`` or AI-Face source)."""
+    cols = [c for c in people.columns if c not in ("identity", "n_images", "agreement")]
+    mine = (faces["domain"] == domain).to_numpy() if "domain" in faces else np.ones(len(faces), bool)
+    lookup = people.drop_duplicates("identity").set_index("identity")
+    matched = faces["identity"].astype(str).isin(lookup.index).to_numpy() & mine
+    if not matched.any():
+        raise ValueError(f"none of the {int(mine.sum())} {domain} rows has an identity in the AI-Face table "
+                         f"(e.g. {faces.loc[mine, 'identity'].head(3).tolist()} vs {lookup.index[:3].tolist()})")
+    out = faces.copy()
+    for col in cols:
+        values = out[col].astype(object) if col in out else pd.Series(None, index=out.index, dtype=object)
+        values[mine] = out.loc[mine, "identity"].astype(str).map(lookup[col]).to_numpy()
+        out[col] = values
+    ids = faces.loc[mine, "identity"].astype(str)
+    out.attrs["demographics"] = {
+        "domain": domain, "rows": int(mine.sum()), "rows_with_demographics": int(matched.sum()),
+        "identities": int(ids.nunique()), "identities_with_demographics": int(ids[matched[mine]].nunique())}
+    return out
+
+
 def train_tracked(model: UCF, pairs: PairDataset, val: tuple, tests: dict, *, config, log_dir=None,
                   progress: bool = False):
     """Train with ``dfbook.train.fit`` on paired batches and score every test set after every epoch.
 
-    ``val`` = ``(x (N, 3, H, W), y (N,))``: what fit validates and monitors (``config.monitor``, e.g. ``val_auc``);
-    with ``config.restore_best`` the model ends at the best validation epoch (the corrected protocol).
-    ``tests``: name -> ``(x, y)``. Returns ``(history, scores)``; ``scores[name]`` is a list of ``(N,)`` P(fake)
+    ``val`` = ``(x (N, 3, H, W), y (N,))`` or an ordered DataLoader of ``(x, y)`` batches (:func:`eval_set`): what
+    fit validates and monitors (``config.monitor``, e.g. ``val_auc``); with ``config.restore_best`` the model ends
+    at the best validation epoch (the corrected protocol). ``tests``: name -> the same kinds. Returns
+    ``(history, scores)``; ``scores[name]`` is a list of ``(N,)`` P(fake)
     arrays, one per epoch, for the as-published best-on-test choice (:func:`selection_table`)."""
     from dfbook import train
 
@@ -702,8 +894,8 @@ def train_tracked(model: UCF, pairs: PairDataset, val: tuple, tests: dict, *, co
 
     def track(event: str, info: dict) -> None:
         if event == "epoch":
-            for name, (x, _) in tests.items():
-                scores[name].append(train.predict(model, x))
+            for name, data in tests.items():
+                scores[name].append(train.predict(model, data))
 
     history = train.fit(model, pairs, config=config, loss_fn=loss_fn, val=val, progress=progress,
                         callbacks=[track], log_dir=log_dir)
@@ -742,8 +934,9 @@ def selection_table(scores: dict, labels: dict, val_epoch: int):
 
 
 def evaluate(df, s: np.ndarray, *, n_boot: int = 200, seed: int = 0) -> dict:
-    """Frame and video metrics side by side for one test set: frame AUC/AP/EER/accuracy@0.5 and video AUC (mean
-    frame P(fake) per ``manifest.video_key``), each AUC with a bootstrap CI resampling whole videos."""
+    """Frame and video metrics side by side for one test set: frame AUC/AP/EER/accuracy@0.5/balanced accuracy and
+    video AUC (mean frame P(fake) per ``manifest.video_key``), each with a percentile bootstrap CI (``<key>_ci``)
+    resampling whole videos (the video AUC resamples the per-video scores)."""
     from dfbook import manifest, metrics
 
     y, keys = df["label"].to_numpy(), manifest.video_key(df).to_numpy()
@@ -755,4 +948,9 @@ def evaluate(df, s: np.ndarray, *, n_boot: int = 200, seed: int = 0) -> dict:
     out["frame_auc_ci"] = metrics.bootstrap_ci(metrics.auc, y, s, keys=keys, n_boot=n_boot, seed=seed).interval
     out["video_auc_ci"] = metrics.bootstrap_ci(metrics.auc, vid["label"].to_numpy(), vid["score"].to_numpy(),
                                                n_boot=n_boot, seed=seed).interval
+    others = {"frame_ap": metrics.ap, "frame_eer": metrics.eer_nearest, "frame_acc": metrics.accuracy,
+              "frame_balanced_acc": metrics.balanced_accuracy}
+    ci = metrics.bootstrap(lambda yb, sb: {k: fn(yb, sb) for k, fn in others.items()}, y, s, keys=keys,
+                           n_boot=n_boot, seed=seed)
+    out.update({f"{k}_ci": (float(ci.loc[k, "lo"]), float(ci.loc[k, "hi"])) for k in others})
     return out
