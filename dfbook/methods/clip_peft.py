@@ -60,7 +60,8 @@ RECIPE = {"epochs": 15, "batch_size": 32, "lr": 1e-4, "weight_decay": 1e-4, "cli
 LEAK_FRACTION = 5000 / 10100      # §2.4: the first 5000 of the 10100 Real_youtube frames are the test reals
 HEADS = ("adapter", "no_prompts", "probe")
 VARIANTS = {"adapter": "seed: adapter + prompts", "no_prompts": "ablation: adapter, no prompts",
-            "probe": "baseline: linear probe", "zero_shot": "zero-shot prompt score", "lora": "LoRA + adapter"}
+            "probe": "baseline: linear probe", "probe_random_init": "linear probe on a random-init CLIP",
+            "zero_shot": "zero-shot prompt score", "lora": "LoRA + adapter"}
 # LoRA on the two MLP linears of every image-tower block; the seed's LoRA code is not published (§2.3). Not on
 # the attention: open_clip uses nn.MultiheadAttention, whose peft LoRA (peft 0.21 lora/layer.py
 # `MultiheadAttention`) merges and unmerges the weights around every forward, so the "frozen" weights drift by
@@ -373,7 +374,8 @@ def variants_table(protocols: dict, scores: dict, checked: pd.DataFrame, *, n_bo
     ``protocols[protocol]["test"]``; ``checked`` is the ``run.model_check`` table (column ``model`` = variant)
     giving the trainable parameters (0 for the zero-shot prompt score). With ``run``, the AUCs of the
     non-seed variants are recorded as ``<protocol>/<variant>/{frame,video}/auc``."""
-    trainable = dict(zip(checked["model"], checked["params_trainable"])) | {"zero_shot": 0}
+    trainable = dict(zip(checked["model"], checked["params_trainable"]))
+    trainable |= {"zero_shot": 0, "probe_random_init": trainable.get("probe")}
     rows = []
     for kind, proto in itertools.product(VARIANTS, protocols):
         if (proto, kind) not in scores:
