@@ -340,7 +340,9 @@ def _make_ema(model: nn.Module, decay: float):
         def get_decay(self, step=None):
             return self.decay if step is None else min(self.decay, (1 + step) / (10 + step))
 
-    return TorchEmaWarmup(model, decay=decay)
+    # torch-ema averages parameters only; BatchNorm's running statistics stay the live model's. timm averages
+    # buffers too unless told not to (then it copies them), which would change what the EMA weights infer with.
+    return TorchEmaWarmup(model, decay=decay, exclude_buffers=True)
 
 
 def _loss_dict(out) -> dict[str, torch.Tensor]:

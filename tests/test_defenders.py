@@ -191,6 +191,10 @@ def test_main_prints_infer_py_lines(tmp_path, monkeypatch, capsys):
     assert len(pd.read_csv(out_csv)) == 3
     with pytest.raises(SystemExit):
         d.main([str(folder)])  # --weights missing
+    from dfbook import cli  # the same through `dfbook predict-defenders`
+
+    assert cli.main(["predict-defenders", str(folder / "im0.png"), "--weights", str(wdir)]) == 0
+    assert sum(ln.startswith("Prediction of [") for ln in capsys.readouterr().out.splitlines()) == 1
 
 
 def test_dry_run_tiny():
@@ -321,12 +325,88 @@ def test_chapter_sets_disjoint_and_two_classed():
                        seen_generators=["progan"], unseen_generators=["adm"])
 
 
+def test_seen_generators_must_be_in_the_pool_and_the_full_parameters_are():
+    """CNNDetection's layout: ProGAN in train/val/test, every other GAN in test only. A "seen" generator without
+    train/val rows would be seen in name only; the shipped full parameters must respect that."""
+    import yaml
+
+    from dfbook import paths
+
+    full = yaml.safe_load((paths.notebooks_dir() / "params" / "defenders.full.yaml").read_text())
+    others = [g for g in full["SEEN_GENERATORS"] + full["UNSEEN_GENERATORS"] if g != "progan"]
+    faces = pd.concat([_frames("ffpp", "ffpp", m, 3, 4, s, int(m != "real"))
+                       for m in ("real", "Deepfakes", "Face2Face") for s in ("train", "val", "test")])
+    images = pd.concat([_frames("cnndetection", "cnndetection", m, 4, 1, s, int(m != "real"))
+                        for m in ("real", "progan") for s in ("train", "val", "test")]
+                       + [_frames("cnndetection", "cnndetection", g, 4, 1, "test", 1) for g in others])
+    kw = dict(seen_manipulations=["Deepfakes"], unseen_manipulations=["Face2Face"])
+    sets = d.chapter_sets(faces, images, seen_generators=full["SEEN_GENERATORS"],
+                          unseen_generators=full["UNSEEN_GENERATORS"], **kw)
+    assert set(full["SEEN_GENERATORS"]) <= set(sets["pool"]["method"])
+    assert set(sets["unseen_generators"]["method"]) == {"real", *full["UNSEEN_GENERATORS"]}
+    with pytest.raises(ValueError, match=r"seen generator\(s\) \['stylegan2'\] have no train/val rows"):
+        d.chapter_sets(faces, images, seen_generators=["progan", "stylegan2"], unseen_generators=["biggan"], **kw)
+
+
 def test_load_inputs_normalises(tmp_path):
     folder = _write_images(tmp_path / "imgs")
     df = pd.DataFrame({"path": sorted(str(p) for p in folder.glob("*.png")), "label": [0, 1, 1]})
     x, y = d.load_inputs(df, size=32)
     assert x.shape == (3, 3, 32, 32) and x.dtype == torch.float32 and y.tolist() == [0, 1, 1]
     assert -2.2 < float(x.min()) < 0 < float(x.max()) < 2.7  # ImageNet-normalised range
+
+
+def test_streamed_inputs_train_and_score_like_in_memory(tmp_path, write_pngs):
+    """InputFiles (full) reads the same pixels as load_inputs (mini); train_experts and expert_scores give the
+    same experts, history and scores on either."""
+    paths = write_pngs(tmp_path / "imgs", 24, size=40)
+    df = pd.DataFrame({"path": paths, "label": [0, 1] * 12})
+    memory, streamed = d.inputs(df, size=32), d.inputs(df, size=32, stream=True)
+    assert isinstance(streamed, d.InputFiles) and len(streamed) == 24
+    torch.testing.assert_close(torch.stack([streamed[i][0] for i in range(24)]), memory[0])
+    assert [int(streamed[i][1]) for i in range(24)] == memory[1].tolist()
+
+    from dfbook import train
+
+    specs = {"a": ("mini:resnet", np.arange(16), np.arange(16, 24))}
+    cfg = train.TrainConfig(epochs=2, batch_size=8, lr=1e-2, ema_decay=d.EMA_DECAY, seed=0)
+    runs = [d.train_experts(specs, data, config=cfg, noise_batch=2, pretrained=False) for data in (memory, streamed)]
+    pd.testing.assert_frame_equal(runs[0][1].drop(columns="seconds"), runs[1][1].drop(columns="seconds"))
+    scores = [d.expert_scores(experts, data, batch_size=5) for (experts, _), data in zip(runs, (memory, streamed))]
+    pd.testing.assert_frame_equal(scores[0], scores[1])
+    assert scores[0].shape == (24, 1) and scores[0]["a"].between(0, 1).all()
+    pd.testing.assert_frame_equal(d.expert_scores(runs[0][0], memory[0], batch_size=5), scores[0])  # a bare tensor
+
+
+def test_streamed_inputs_report_missing_files(tmp_path):
+    from dfbook import imageio
+
+    with pytest.raises(imageio.ImageReadError, match=r"1 of 1 images are missing or empty.*nowhere\.png"):
+        d.inputs(pd.DataFrame({"path": [str(tmp_path / "nowhere.png")], "label": [0]}), size=32, stream=True)
+
+
+def test_load_corpora_reads_manifests_relative_to_their_folder(tmp_path, monkeypatch, write_pngs):
+    monkeypatch.setenv("DFBOOK_DATA", str(tmp_path))
+    (tmp_path / "prepared").mkdir()
+    paths = write_pngs(tmp_path / "prepared" / "faces", 2, size=16)
+    rows = [dict(path=f"faces/{p.rsplit('/', 1)[-1]}", label=i, dataset="ffpp", method=["real", "Deepfakes"][i],
+                 video_id=f"v{i}", frame=0, identity=f"p{i}", split="test") for i, p in enumerate(paths)]
+    pd.DataFrame(rows).to_csv(tmp_path / "prepared" / "manifest.csv", index=False)
+    faces, images = d.load_corpora("prepared/manifest.csv", "prepared/manifest.csv")
+    assert faces["path"].tolist() == [str(tmp_path / "prepared" / "faces" / p.rsplit("/", 1)[-1]) for p in paths]
+    assert images.equals(faces)
+    with pytest.raises(FileNotFoundError):
+        d.load_corpora("prepared/absent.csv")
+
+
+def test_released_scores_join_their_labels(tmp_path):
+    scores = pd.DataFrame({"path": [str(tmp_path / "a.png"), str(tmp_path / "sub" / ".." / "b.png"),
+                                    str(tmp_path / "c.png")], "score": [0.1, 0.9, 0.5]})
+    df = pd.DataFrame({"path": [str(tmp_path / "b.png"), str(tmp_path / "a.png")], "label": [1, 0],
+                       "method": ["Deepfakes", "real"]})
+    out = d.with_labels(scores, df)
+    assert out["label"].tolist()[:2] == [0, 1] and np.isnan(out["label"].iloc[2])  # "sub/../b.png" is b.png
+    assert out.attrs["unlabelled"] == 1 and out["method"].iloc[1] == "Deepfakes"
 
 
 def test_scores_tables_and_agreement():

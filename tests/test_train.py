@@ -192,6 +192,24 @@ def test_ema_follows_torch_ema_warmup():
         torch.testing.assert_close(p, s, rtol=1e-5, atol=1e-6)
 
 
+def test_ema_averages_parameters_not_batchnorm_statistics():
+    """As torch-ema: BatchNorm's running statistics stay the live model's, only the parameters are averaged."""
+    x, y = toy_data(n=32)
+
+    def bn_model():
+        torch.manual_seed(0)
+        return nn.Sequential(nn.Linear(6, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 1))
+
+    cfg = dict(epochs=2, batch_size=8, lr=0.05, seed=0)
+    plain, averaged = bn_model(), bn_model()
+    train.fit(plain, (x, y), config=TrainConfig(**cfg), progress=False)
+    train.fit(averaged, (x, y), config=TrainConfig(**cfg, ema_decay=0.9), progress=False)
+    bn_plain, bn_avg = plain[1], averaged[1]
+    torch.testing.assert_close(bn_avg.running_mean, bn_plain.running_mean)  # the EMA does not change training
+    torch.testing.assert_close(bn_avg.running_var, bn_plain.running_var)
+    assert not torch.allclose(averaged[0].weight, plain[0].weight)          # the parameters are averaged
+
+
 def test_loss_dict_is_logged_and_bad_losses_fail_clearly():
     x, y = toy_data(n=16)
     cfg = TrainConfig(epochs=1, batch_size=8)

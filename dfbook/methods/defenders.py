@@ -382,6 +382,17 @@ def predict_path(path: str | Path, weights_dir: str | Path, *, face_crop: str | 
     return predict(path, load_released(weights_dir, device=device), face_crop=face_crop, **kwargs)
 
 
+def with_labels(scores: pd.DataFrame, df: pd.DataFrame) -> pd.DataFrame:
+    """The :func:`predict` table joined to a manifest's ``label`` (and ``method``, ``dataset`` when present) on
+    the resolved file path; images the manifest does not list keep a missing label and are counted in
+    ``attrs["unlabelled"]``, so an AUC over the labelled rows says how many it left out."""
+    cols = [c for c in ("label", "method", "dataset") if c in df]
+    key = df.assign(path=[str(Path(p).resolve()) for p in df["path"]]).drop_duplicates("path")[["path", *cols]]
+    out = scores.assign(path=[str(Path(p).resolve()) for p in scores["path"]]).merge(key, on="path", how="left")
+    out.attrs["unlabelled"] = int(out["label"].isna().sum())
+    return out
+
+
 # ---------------------------------------------------------------------------------------------
 # Dry run: the full-size architectures with random weights
 # ---------------------------------------------------------------------------------------------
@@ -542,6 +553,12 @@ def chapter_sets(faces: pd.DataFrame, images: pd.DataFrame, *, seen_manipulation
         df = df[df["method"].isin(["real", *methods]) & df["split"].isin(splits)]
         return _thin_frames(df, frames) if frames else df
 
+    for kind, df, methods in (("manipulation", ff, seen_manipulations), ("generator", gen, seen_generators)):
+        absent = sorted(set(methods) - set(df.loc[df["split"].isin(("train", "val")), "method"]))
+        if absent:
+            raise ValueError(f"seen {kind}(s) {absent} have no train/val rows, so the pool would not contain them "
+                             "(CNNDetection, for one, trains on ProGAN only and has the other GANs in test/): list "
+                             "them as unseen instead")
     sets = {
         "pool": pd.concat([part(ff, seen_manipulations, ("train", "val"), pool_frames),
                            part(gen, seen_generators, ("train", "val"))]),
@@ -598,26 +615,67 @@ def make_expert(name: str, *, pretrained: bool = True, init_seed: int = 0, **kw)
     return expert
 
 
+def _normalise(arr: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    x = torch.from_numpy(arr).permute(0, 3, 1, 2).float().div_(255.0)
+    return (x - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
+
+
 def load_inputs(df: pd.DataFrame, *, size: int, mean: Sequence[float] = IMAGENET_MEAN,
                 std: Sequence[float] = IMAGENET_STD) -> tuple[torch.Tensor, torch.Tensor]:
     """Images of a manifest as one normalised batch: ``x`` float32 ``(N, 3, size, size)``, ``y``
     int64 ``(N,)``. Unreadable files raise naming the file (``dfbook.imageio``). For the mini
-    benchmark's few thousand 64² images; larger sets belong in a DataLoader."""
+    benchmark's few thousand 64² images; larger sets stream (:class:`InputFiles`)."""
     from dfbook.imageio import load_images
 
     arr, _ = load_images(list(df["path"]), size=size)
-    x = torch.from_numpy(arr).permute(0, 3, 1, 2).float().div_(255.0)
-    x = (x - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
-    return x, torch.from_numpy(np.array(df["label"], dtype=np.int64))  # a copy: pandas arrays are read-only
+    y = torch.from_numpy(np.array(df["label"], dtype=np.int64))  # a copy: pandas arrays are read-only
+    return _normalise(arr, mean, std), y
 
 
-def train_experts(specs: Mapping[str, tuple[str, np.ndarray, np.ndarray]], x: torch.Tensor, y: torch.Tensor, *,
-                  config, noise_batch: int = 8, w_nce: float = 1.0, w_kl: float = 1.0, pretrained: bool = True,
+class InputFiles(torch.utils.data.Dataset):
+    """The images of a manifest read from disk one at a time, for sets too large for memory (``full``: the pool
+    at 512² is tens of GB as floats). Item ``i`` = ``(x float32 (3, size, size), y int64)``, the same pixels and
+    normalisation as row ``i`` of :func:`load_inputs`; ``workers`` DataLoader processes read and decode."""
+
+    def __init__(self, df: pd.DataFrame, *, size: int, mean: Sequence[float] = IMAGENET_MEAN,
+                 std: Sequence[float] = IMAGENET_STD, workers: int = 0):
+        from dfbook import imageio
+
+        missing = [p for p in df["path"].astype(str) if not Path(p).is_file() or Path(p).stat().st_size == 0]
+        if missing:
+            raise imageio.ImageReadError(f"{len(missing)} of {len(df)} images are missing or empty, e.g. "
+                                         f"{missing[:3]}; check the manifest or re-extract them")
+        self.paths, self.size, self.mean, self.std, self.workers = list(df["path"].astype(str)), size, mean, std, workers
+        self.labels = torch.from_numpy(np.array(df["label"], dtype=np.int64))
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int):
+        from dfbook.imageio import load_images
+
+        arr, _ = load_images([self.paths[i]], size=self.size)
+        return _normalise(arr, self.mean, self.std)[0], self.labels[i]
+
+
+def inputs(df: pd.DataFrame, *, size: int, stream: bool = False, workers: int = 0):
+    """What :func:`train_experts` and :func:`expert_scores` take: :func:`load_inputs`'s ``(x, y)`` tensors, or
+    (``stream``) an :class:`InputFiles` reading each image when its batch needs it."""
+    return InputFiles(df, size=size, workers=workers) if stream else load_inputs(df, size=size)
+
+
+def _part(data, idx: np.ndarray):
+    return (data[0][idx], data[1][idx]) if isinstance(data, tuple) else torch.utils.data.Subset(data, idx)
+
+
+def train_experts(specs: Mapping[str, tuple[str, np.ndarray, np.ndarray]], data, *, config, noise_batch: int = 8,
+                  w_nce: float = 1.0, w_kl: float = 1.0, pretrained: bool = True,
                   progress: bool = False) -> tuple[dict[str, Expert], pd.DataFrame]:
-    """Train one expert per entry ``name -> (backbone name, train_idx, val_idx)`` (indices into ``x``,
-    ``y``) with :func:`expert_losses` and ``dfbook.train.fit`` (``config``: a ``TrainConfig``; set
-    ``ema_decay=EMA_DECAY`` for the release's EMA, which fit bakes into the weights at the end).
-    Every expert starts from the same backbone weights, its classifier head seeded by ``config.seed``.
+    """Train one expert per entry ``name -> (backbone name, train_idx, val_idx)`` (indices into ``data``: the
+    :func:`inputs` of the pool, tensors or streamed) with :func:`expert_losses` and ``dfbook.train.fit``
+    (``config``: a ``TrainConfig``; set ``ema_decay=EMA_DECAY`` for the release's EMA, which fit bakes into the
+    weights at the end, and ``num_workers`` for streamed data). Every expert starts from the same backbone
+    weights, its classifier head seeded by ``config.seed``. Streamed and in-memory data train identically.
 
     Returns ``({name: trained Expert in eval mode}, history with an ``expert`` column)``.
     """
@@ -629,20 +687,27 @@ def train_experts(specs: Mapping[str, tuple[str, np.ndarray, np.ndarray]], x: to
     experts, histories = {}, []
     for name, (backbone, tr, va) in specs.items():
         expert = make_expert(backbone, pretrained=pretrained, init_seed=config.seed)
-        hist = train.fit(expert, (x[tr], y[tr]), val=(x[va], y[va]), config=config, loss_fn=loss,
+        hist = train.fit(expert, _part(data, tr), val=_part(data, va), config=config, loss_fn=loss,
                          progress=progress)
         experts[name] = expert.eval()
         histories.append(hist.assign(expert=name))
     return experts, pd.concat(histories, ignore_index=True)
 
 
-def expert_scores(experts: Mapping[str, nn.Module], x: torch.Tensor, *, batch_size: int = 256) -> pd.DataFrame:
-    """P(fake) of every expert on ``x``: a ``(N, n_experts)`` frame, one column per expert."""
+def expert_scores(experts: Mapping[str, nn.Module], data, *, batch_size: int = 256) -> pd.DataFrame:
+    """P(fake) of every expert on ``data`` (a tensor ``x``, :func:`inputs`' ``(x, y)`` or an :class:`InputFiles`):
+    a ``(N, n_experts)`` frame, one column per expert."""
+    x = data[0] if isinstance(data, tuple) else data
+    if isinstance(x, torch.Tensor):
+        batches = lambda: x.split(batch_size)  # noqa: E731
+    else:
+        loader = torch.utils.data.DataLoader(x, batch_size=batch_size, shuffle=False, num_workers=x.workers)
+        batches = lambda: (b for b, _ in loader)  # noqa: E731
     out = {}
     with torch.inference_mode():
         for name, expert in experts.items():
             expert.eval()
-            out[name] = torch.cat([F.softmax(expert(b)[0], dim=1)[:, 1] for b in x.split(batch_size)]).numpy()
+            out[name] = torch.cat([F.softmax(expert(b)[0], dim=1)[:, 1] for b in batches()]).numpy()
     return pd.DataFrame(out)
 
 
