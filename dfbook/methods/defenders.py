@@ -698,17 +698,16 @@ def expert_scores(experts: Mapping[str, nn.Module], data, *, batch_size: int = 2
     """P(fake) of every expert on ``data`` (a tensor ``x``, :func:`inputs`' ``(x, y)`` or an :class:`InputFiles`):
     a ``(N, n_experts)`` frame, one column per expert."""
     x = data[0] if isinstance(data, tuple) else data
-    if isinstance(x, torch.Tensor):
-        batches = lambda: x.split(batch_size)  # noqa: E731
-    else:
-        loader = torch.utils.data.DataLoader(x, batch_size=batch_size, shuffle=False, num_workers=x.workers)
-        batches = lambda: (b for b, _ in loader)  # noqa: E731
-    out = {}
+    batches = (x.split(batch_size) if isinstance(x, torch.Tensor) else  # streamed: each image is read once
+               (b for b, _ in torch.utils.data.DataLoader(x, batch_size=batch_size, num_workers=x.workers)))
+    out = {name: [] for name in experts}
     with torch.inference_mode():
-        for name, expert in experts.items():
+        for expert in experts.values():
             expert.eval()
-            out[name] = torch.cat([F.softmax(expert(b)[0], dim=1)[:, 1] for b in batches()]).numpy()
-    return pd.DataFrame(out)
+        for b in batches:
+            for name, expert in experts.items():
+                out[name].append(F.softmax(expert(b)[0], dim=1)[:, 1])
+    return pd.DataFrame({name: torch.cat(parts).numpy() for name, parts in out.items()})
 
 
 def score_table(y: np.ndarray, scores: pd.DataFrame, *, keys=None, n_boot: int = 200, seed: int = 0,
