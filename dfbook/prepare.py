@@ -34,9 +34,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
 
-from dfbook import datasets, imageio, manifest
+from dfbook import datasets, imageio, manifest, runtime
 from dfbook.datasets import VIDEO
 from dfbook.datasets._layout import VIDEO_EXTS
 
@@ -302,7 +301,7 @@ def prepare(src, out_dir: str | Path, *, n_frames: int = 32, detector: str = "mt
     done_dir.mkdir(exist_ok=True)
     detect = None  # built on first use, so a fully resumed run never loads the detector
     face_rows, missing_rows, skipped_rows = [], [], []
-    bar = tqdm(list(zip(rows, keys)), desc="prepare", unit="source", disable=not progress)
+    bar = runtime.bar(list(zip(rows, keys)), desc="prepare", unit="source", progress=progress)
     for row, key in bar:
         marker = done_dir / (hashlib.sha1(f"{key}\0{row['path']}\0{row['frame']}".encode()).hexdigest() + ".json")
         if marker.is_file():

@@ -231,6 +231,14 @@ def run_chapter(chapter: str, profile: str = "mini", overrides: dict | None = No
     run_id = uuid.uuid4().hex[:12]
     child_env.update({"DFBOOK_RUN_ID": run_id, "DFBOOK_BUILD": str(build), "PYTHONHASHSEED": "0"})
     child_env.setdefault("HF_HUB_OFFLINE", "1")
+    # Progress bars are for people watching a kernel; a headless run has none (papermill runs without
+    # log_output), and its text bars would land in the book as thousands of lines. tqdm >= 4.66 reads
+    # TQDM_DISABLE as the default of every bar. tqdm.auto (imported by timm, open_clip and dfbook) would
+    # still warn, with a local path, that the kernel has no ipywidgets: filtered by message, because a -W
+    # category must be a built-in class at interpreter start-up.
+    child_env.setdefault("TQDM_DISABLE", "1")
+    child_env["PYTHONWARNINGS"] = ",".join(filter(None, [child_env.get("PYTHONWARNINGS"),
+                                                          "ignore:IProgress not found"]))
     child_env.setdefault("OMP_NUM_THREADS", child_env.get("DFBOOK_THREADS") or "1")  # see runtime.set_threads
     spec = {"chapter": chapter, "source": str(chapter_path(chapter)), "output": str(out),
             "parameters": params, "cwd": str(paths.notebooks_dir()), "dry_run": dry_run,

@@ -1,4 +1,4 @@
-"""Seeds, devices, threads and offline mode: the few global settings a run depends on."""
+"""Seeds, devices, threads, offline mode and progress bars: the few global settings a run depends on."""
 
 from __future__ import annotations
 
@@ -15,6 +15,15 @@ def offline() -> None:
     for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
         if not os.environ.get(var):  # unset or empty: an empty value would leave offline mode off
             os.environ[var] = "1"
+
+
+def bar(iterable=None, *, progress: bool = True, **kw):
+    """A tqdm progress bar, off when ``progress`` is False. When it is True the bar keeps tqdm's own
+    default for ``disable``, so the ``TQDM_DISABLE=1`` that headless runs set (``dfbook.runner``) still
+    turns it off: passing ``disable=False`` would override that."""
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, **kw) if progress else tqdm(iterable, disable=True, **kw)
 
 
 def set_seed(seed: int, deterministic: bool = True) -> None:

@@ -275,13 +275,12 @@ def _unwrap(model: nn.Module) -> nn.Module:
 @torch.no_grad()
 def _collect(model, loader, device, score_fn, loss_fn=None, progress=False, desc="predict"):
     """Scores, labels (or None) and summed named losses over ``loader``, model in eval mode."""
-    from tqdm.auto import tqdm
 
     was_training = model.training
     model.eval()
     scores, labels, loss_sums, n_batches = [], [], {}, 0
     try:
-        for batch in tqdm(loader, desc=desc, disable=not progress, leave=False):
+        for batch in runtime.bar(loader, desc=desc, progress=progress, leave=False):
             batch = _to_device(batch, device)
             scores.append(score_fn(model, batch).float().cpu())
             if loss_fn is not None:
@@ -607,15 +606,14 @@ class _Loop:
         return row
 
     def _train_epoch(self, epoch: int, progress: bool, writer, callbacks) -> dict[str, float]:
-        from tqdm.auto import tqdm
-
+    
         cfg, opt = self.cfg, self.optimizer
         if hasattr(self.loader.sampler, "set_epoch"):
             self.loader.sampler.set_epoch(epoch)
         self.net.train()
         sums, n_batches = {}, len(self.loader)
-        bar = tqdm(self.loader, desc=f"epoch {epoch}/{cfg.epochs}", disable=not progress or self.rank != 0,
-                   leave=False)
+        bar = runtime.bar(self.loader, desc=f"epoch {epoch}/{cfg.epochs}", progress=progress and self.rank == 0,
+                          leave=False)
         for i, batch in enumerate(bar):
             batch = _to_device(batch, self.dev)
             # accumulation group of this batch; the last group of an epoch may be shorter

@@ -24,6 +24,9 @@ def test_success_writes_notebook_and_record(fixture_notebooks, build_dir):
     injected = [c for c in nb.cells if "injected-parameters" in c.metadata.get("tags", [])]
     assert injected and "N = 300" in injected[0].source
     assert res.headline.startswith("auc = ")
+    outputs = [o.get("text", "") for c in nb.cells for o in c.get("outputs", [])]
+    # neither tqdm.auto's widget warning (with a local path) nor text bars reach the book
+    assert not [t for t in outputs if "IProgress" in t or "fixture bar" in t]
 
 
 def test_failing_cell_is_reported_and_no_record_left(fixture_notebooks, build_dir):

@@ -1,3 +1,7 @@
+import os
+import subprocess
+import sys
+
 import torch
 
 from dfbook import runtime
@@ -42,3 +46,14 @@ def test_training_depends_on_thread_count_only_through_set_threads():
     with runtime.single_thread():
         a, b = train(), train()
     assert torch.equal(a, b)
+
+
+def test_progress_bar_follows_the_argument_and_headless_runs():
+    # tqdm reads TQDM_* defaults when it is imported, so each case runs in a fresh interpreter
+    code = "from dfbook import runtime; print(runtime.bar(range(3), progress=True).disable)"
+    env = {k: v for k, v in os.environ.items() if k != "TQDM_DISABLE"}
+    shown = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    headless = subprocess.run([sys.executable, "-c", code], env={**env, "TQDM_DISABLE": "1"},  # as dfbook.runner
+                              capture_output=True, text=True, check=True)
+    assert (shown.stdout.strip(), headless.stdout.strip()) == ("False", "True")
+    assert runtime.bar(range(3), progress=False).disable

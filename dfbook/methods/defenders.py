@@ -39,7 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dfbook import manifest
+from dfbook import manifest, runtime
 
 log = logging.getLogger(__name__)
 
@@ -336,7 +336,6 @@ def predict(source: str | Path | Sequence[str | Path], model: MixtureOfExperts, 
     images raise (:class:`dfbook.imageio.ImageReadError`). ``batch_size=1`` as in ``infer.py``: the
     seven 512² experts need several GB per image batch on a GPU.
     """
-    from tqdm.auto import tqdm
 
     from dfbook.imageio import read_rgb
 
@@ -354,7 +353,7 @@ def predict(source: str | Path | Sequence[str | Path], model: MixtureOfExperts, 
         batch.clear()
 
     model.eval()
-    for path in tqdm(paths, desc="defenders", unit="img", disable=not progress):
+    for path in runtime.bar(paths, desc="defenders", unit="img", progress=progress):
         rgb = read_rgb(path)
         row = {"path": str(path)}
         if detect is not None:

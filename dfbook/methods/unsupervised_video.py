@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dfbook import imageio, metrics, train
+from dfbook import imageio, metrics, runtime, train
 
 BASELINE = "bestalllen/Unsupervised_DF_Detection@428ff47"
 BASELINE_STAGE3 = "bestalllen/Unsupervised_DF_Detection@c207215 binary_classifier.py"
@@ -205,14 +205,13 @@ def vaf_table(df: pd.DataFrame, landmarks: np.ndarray, *, faithful_uint8: bool =
 
     ``landmarks``: ``(N, 68, 2)`` row-aligned (NaN rows = no face found). Unreadable images raise, naming the file.
     """
-    from tqdm.auto import tqdm
 
     if len(landmarks) != len(df):
         raise ValueError(f"landmarks ({len(landmarks)}) and manifest rows ({len(df)}) differ; pass row-aligned "
                          "landmarks, e.g. dfbook.bench.faces.landmarks(df)")
     X = np.full((len(df), len(VAF_NAMES)), np.nan, np.float32)
     reasons = []
-    for i, (path, lm) in enumerate(tqdm(list(zip(df["path"], landmarks)), desc="VAF", disable=not progress)):
+    for i, (path, lm) in enumerate(runtime.bar(list(zip(df["path"], landmarks)), desc="VAF", progress=progress)):
         feats, why = vaf(imageio.read_rgb(path), lm, faithful_uint8=faithful_uint8)
         if feats is not None:
             X[i] = feats
@@ -278,7 +277,6 @@ def dlib_landmarks(df: pd.DataFrame, model_file: str | Path, progress: bool = Tr
     """``full`` profile: dlib-68 landmarks ``(N, 68, 2)`` float32 for face crops (NaN rows where dlib's frontal
     detector, upsample 0, finds no face), with a user-supplied ``shape_predictor_68_face_landmarks.dat``
     (a relative path is taken under ``$DFBOOK_DATA``)."""
-    from tqdm.auto import tqdm
 
     path = Path(str(model_file)).expanduser() if model_file else None
     if path is not None and not path.is_absolute():
@@ -298,7 +296,7 @@ def dlib_landmarks(df: pd.DataFrame, model_file: str | Path, progress: bool = Tr
                           "from source with cmake and a C++ compiler)") from e
     detector, predictor = dlib.get_frontal_face_detector(), dlib.shape_predictor(str(path))
     out = np.full((len(df), 68, 2), np.nan, np.float32)
-    for i, p in enumerate(tqdm(df["path"], desc="dlib landmarks", disable=not progress)):
+    for i, p in enumerate(runtime.bar(df["path"], desc="dlib landmarks", progress=progress)):
         img = imageio.read_rgb(p)
         dets, _, _ = detector.run(img, 0, 0)
         if len(dets):
@@ -781,7 +779,8 @@ def train_classifier(X: np.ndarray, y: np.ndarray, *, epochs: int = 20, batch_si
         torch.manual_seed(seed)
         clf = FeatureClassifier(X.shape[1])
     cfg = train.TrainConfig(epochs=epochs, batch_size=batch_size, optimizer="adam", lr=lr, seed=seed, ckpt_every=2)
-    train.fit(clf, (torch.as_tensor(X, dtype=torch.float32), torch.as_tensor(y, dtype=torch.long)), config=cfg,
+    # copies: pandas hands out read-only arrays, which torch would share (and warn about)
+    train.fit(clf, (torch.tensor(X, dtype=torch.float32), torch.tensor(y, dtype=torch.long)), config=cfg,
               ckpt_dir=ckpt_dir, progress=progress)
     return clf
 
