@@ -275,7 +275,6 @@ def _unwrap(model: nn.Module) -> nn.Module:
 @torch.no_grad()
 def _collect(model, loader, device, score_fn, loss_fn=None, progress=False, desc="predict"):
     """Scores, labels (or None) and summed named losses over ``loader``, model in eval mode."""
-
     was_training = model.training
     model.eval()
     scores, labels, loss_sums, n_batches = [], [], {}, 0
@@ -606,7 +605,6 @@ class _Loop:
         return row
 
     def _train_epoch(self, epoch: int, progress: bool, writer, callbacks) -> dict[str, float]:
-    
         cfg, opt = self.cfg, self.optimizer
         if hasattr(self.loader.sampler, "set_epoch"):
             self.loader.sampler.set_epoch(epoch)

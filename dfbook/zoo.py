@@ -343,11 +343,11 @@ def held_out(bb: backbones.Backbone) -> dict | None:
     chance levels), or None for a backbone that does not carry zoo weights."""
     if not bb.weights_id.startswith("zoo:"):
         return None
-    path = pretrain(bb.name.removeprefix("mini:"))
-    if bb.weights_id != f"zoo:{path.stem}":
+    meta = info(bb.name.removeprefix("mini:"))
+    if bb.weights_id != f"zoo:{meta['key']}":
         raise RuntimeError(f"{bb.name} carries weights {bb.weights_id}, but the zoo's current weights are "
-                           f"{path.stem}; re-create the backbone")
-    return json.loads(path.with_suffix(".json").read_text())["held_out_metrics"]
+                           f"{meta['key']}; re-create the backbone")
+    return meta["held_out_metrics"]
 
 
 def _batches(n: int, batch_size: int, steps: int, rng):

@@ -336,7 +336,6 @@ def predict(source: str | Path | Sequence[str | Path], model: MixtureOfExperts, 
     images raise (:class:`dfbook.imageio.ImageReadError`). ``batch_size=1`` as in ``infer.py``: the
     seven 512² experts need several GB per image batch on a GPU.
     """
-
     from dfbook.imageio import read_rgb
 
     paths = [Path(p) for p in source] if isinstance(source, (list, tuple)) else list_images(source)

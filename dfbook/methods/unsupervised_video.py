@@ -205,7 +205,6 @@ def vaf_table(df: pd.DataFrame, landmarks: np.ndarray, *, faithful_uint8: bool =
 
     ``landmarks``: ``(N, 68, 2)`` row-aligned (NaN rows = no face found). Unreadable images raise, naming the file.
     """
-
     if len(landmarks) != len(df):
         raise ValueError(f"landmarks ({len(landmarks)}) and manifest rows ({len(df)}) differ; pass row-aligned "
                          "landmarks, e.g. dfbook.bench.faces.landmarks(df)")
@@ -277,7 +276,6 @@ def dlib_landmarks(df: pd.DataFrame, model_file: str | Path, progress: bool = Tr
     """``full`` profile: dlib-68 landmarks ``(N, 68, 2)`` float32 for face crops (NaN rows where dlib's frontal
     detector, upsample 0, finds no face), with a user-supplied ``shape_predictor_68_face_landmarks.dat``
     (a relative path is taken under ``$DFBOOK_DATA``)."""
-
     path = Path(str(model_file)).expanduser() if model_file else None
     if path is not None and not path.is_absolute():
         from dfbook import paths
