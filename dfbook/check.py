@@ -11,6 +11,14 @@ the run-to-run spread that justifies the bands (``dfbook spread``).
       spread: {seeds: [0, 1, 2, 3, 4], coverage: 0.999, measured: {corrected/auc: [...]}}   # dfbook spread --write
     paper:                        # rows of paper_results.csv the chapter compares against (informational)
       - {system: ..., metric: AUC}
+    claims:                       # the book's "Findings" page: never checked, judged (see claim_verdict)
+      - claim: "what the paper says, in words"
+        section: linear-probe-and-nearest-neighbour   # anchor of the chapter's section that shows it
+        paper: {system: ..., test_set: ..., metric: ...}   # one row of paper_results.csv (optional)
+        seed: {system: ..., test_set: ..., metric: ...}    # the seed's row (optional)
+        book: lp/unseen/ap                                   # this book's number
+        relation: "lp/unseen/ap >= 0.9"                      # what "the claim holds" means here
+        requires: ["lp/in_domain/ap >= 0.9"]                 # the detector learns first; else "cannot tell"
 """
 
 from __future__ import annotations
@@ -75,6 +83,66 @@ def check_record(chapter: str, record: dict, expected: dict, profile: str) -> pd
         measured = "missing" if lhs is None or rhs is None else f"{lhs:.4f} {op} {rhs:.4f}"
         rows.append({"chapter": chapter, "check": rel, "expected": "holds", "measured": measured, "ok": ok})
     return pd.DataFrame(rows, columns=["chapter", "check", "expected", "measured", "ok"])
+
+
+def _bounds(record: dict, token: str) -> tuple[float, float, float] | None:
+    """(value, low, high) of a metric (its 95 % interval when recorded, else the value) or a number."""
+    try:
+        v = float(token)
+        return v, v, v
+    except ValueError:
+        entry = record.get("metrics", {}).get(token)
+    if entry is None or entry.get("value") is None:
+        return None
+    v = float(entry["value"])
+    lo, hi = entry.get("ci") or (v, v)
+    return v, float(lo if lo is not None else v), float(hi if hi is not None else v)
+
+
+def relation_verdict(record: dict, relation: str) -> tuple[str, str]:
+    """``(verdict, measured)`` of one relation with the intervals the record carries: ``"holds"`` when it
+    holds for every value inside both 95 % intervals, ``"does not hold"`` when it fails for every one,
+    ``"cannot tell"`` when the intervals straddle it, ``"missing"`` when a metric was not recorded. Metrics
+    recorded without an interval count as exact."""
+    m = _REL.match(relation)
+    if not m:
+        raise ValueError(f"cannot parse relation {relation!r} (expected '<key> <op> <key or number> [+ number]')")
+    lhs_key, op, rhs_key, sign, offset = m.groups()
+    lhs, rhs = _bounds(record, lhs_key), _bounds(record, rhs_key)
+    if lhs is None or rhs is None:
+        return "missing", f"{lhs_key if lhs is None else rhs_key} not recorded"
+    shift = (float(offset) if sign == "+" else -float(offset)) if offset else 0.0
+    (lv, llo, lhi), (rv, rlo, rhi) = lhs, (rhs[0] + shift, rhs[1] + shift, rhs[2] + shift)
+    plain = rhs[0], rhs[1], rhs[2]
+    if op in (">=", ">"):
+        worst, best = OPS[op](llo, rhi), OPS[op](lhi, rlo)
+    elif op in ("<=", "<"):
+        worst, best = OPS[op](lhi, rlo), OPS[op](llo, rhi)
+    else:
+        worst = best = OPS[op](lv, rv)
+    text = (f"{lv:.3f}" + (f" [{llo:.3f}, {lhi:.3f}]" if llo != lhi else "") + f" {op} {plain[0]:.3f}"
+            + (f" [{plain[1]:.3f}, {plain[2]:.3f}]" if plain[1] != plain[2] else "")
+            + (f" {sign} {float(offset):.3f}" if offset else ""))
+    return ("holds" if worst else "does not hold" if not best else "cannot tell"), text
+
+
+def claim_verdict(record: dict, claim: dict) -> tuple[str, str]:
+    """``(verdict, why)`` of one claim of an expected-results file (its ``claims:`` list): ``"mini cannot
+    tell"`` (or the profile's name) when one of its ``requires`` relations (the detector learns what it is
+    trained on) does not hold, or when the intervals straddle the claim's ``relation``; otherwise
+    ``"holds"`` or ``"does not hold"``."""
+    profile = record.get("profile", "mini")
+    for req in claim.get("requires") or []:
+        verdict, measured = relation_verdict(record, req)
+        if verdict != "holds":
+            why = "not recorded" if verdict == "missing" else f"measured {measured}"
+            return f"{profile} cannot tell", f"precondition `{req}` does not hold ({why})"
+    verdict, measured = relation_verdict(record, claim["relation"])
+    if verdict == "missing":
+        return f"{profile} cannot tell", f"`{claim['relation']}`: {measured}"
+    if verdict == "cannot tell":
+        return f"{profile} cannot tell", f"`{claim['relation']}`: the 95 % intervals straddle it ({measured})"
+    return verdict, f"`{claim['relation']}`: {measured}"
 
 
 def check(chapters: Sequence[str] | None = None, profile: str = "mini") -> tuple[bool, pd.DataFrame]:

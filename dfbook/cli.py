@@ -23,9 +23,7 @@ def _list(args) -> int:
     from dfbook import report, runner
 
     for chapter in runner.list_chapters():
-        nb = runner.read_notebook(chapter)
-        title = next((ln.lstrip("# ").strip() for c in nb.cells if c.cell_type == "markdown"
-                      for ln in c.source.splitlines() if ln.startswith("# ")), "")
+        title = runner.chapter_title(chapter)
         try:
             rec = report.load(chapter, args.profile)
             state = f"last run {rec['finished']} ({rec['runtime_s']:.0f} s) {report.headline_of(rec)}"

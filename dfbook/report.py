@@ -5,22 +5,30 @@ In a notebook::
 
     run = report.start("univfd", globals())      # UPPER_CASE parameters, clock, environment
     run.metric("corrected/auc", 0.83, ci=(0.79, 0.87), headline=True)
-    run.table("per_generator", df)                # returned for display, stored in the record
-    run.figure("roc", fig)                        # PNG next to the record, returned for display
+    run.table("per_generator", df)                # stored in the record and as CSV, and shown
+    run.figure("roc", fig)                        # PNG next to the record, and shown
     run.save()                                    # _build/results/<profile>/<chapter>.json, atomically
 
 Every metric is also glued (myst-nb) under its key, so chapter prose cites numbers the run produced:
 ``{glue:text}`corrected/auc:.3f```.
+
+Tables and figures are shown where they are recorded, by ``run.table`` and ``run.figure`` themselves (they
+return ``None``): a figure as the PNG it was saved as, whatever the matplotlib backend (under papermill none
+is active, and a returned ``Figure`` would print as ``<Figure size ...>``), a table as HTML. Each displayed
+output carries ``{"dfbook": {"kind", "name", "file", "run_id"}}`` in its metadata, from which
+``dfbook.book`` adds the download links and provenance under it in the HTML book.
 """
 
 from __future__ import annotations
 
+import base64
 import datetime as _dt
 import json
 import math
 import os
 import platform
 import subprocess
+import sys
 import time
 import uuid
 import warnings
@@ -59,18 +67,33 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def _glue(key: str, value: Any) -> None:
-    """Glue into the executing notebook (no-op outside a kernel). The one place that knows about
-    myst-nb, so a move to Jupyter Book 2's embeds touches only this function."""
+def _in_kernel() -> bool:
+    """True inside a Jupyter kernel (papermill, JupyterLab), False in scripts and tests."""
     try:
         from IPython import get_ipython
     except ImportError:  # pragma: no cover - IPython ships with ipykernel
-        return
-    if get_ipython() is None or get_ipython().__class__.__name__ != "ZMQInteractiveShell":
+        return False
+    return get_ipython() is not None and get_ipython().__class__.__name__ == "ZMQInteractiveShell"
+
+
+def _glue(key: str, value: Any) -> None:
+    """Glue into the executing notebook (no-op outside a kernel). The one place that knows about
+    myst-nb, so a move to Jupyter Book 2's embeds touches only this function."""
+    if not _in_kernel():
         return
     from myst_nb import glue
 
     glue(key, value, display=False)
+
+
+def _show(obj: Any, evidence: dict, *, raw: bool = False) -> None:
+    """Display ``obj`` (a mime bundle when ``raw``) in the executing notebook with the ``dfbook``
+    evidence metadata; no-op outside a kernel."""
+    if not _in_kernel():
+        return
+    from IPython.display import display
+
+    display(obj, raw=raw, metadata={"dfbook": evidence})
 
 
 def git_state(root: Path | None = None) -> dict:
@@ -86,8 +109,19 @@ def git_state(root: Path | None = None) -> dict:
     return {"commit": sha, "dirty": dirty if sha else None}
 
 
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo`` on Linux), else what ``platform`` knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def environment() -> dict:
-    """Python, package versions, device and threads of this process."""
+    """Python, package versions, CPU, memory, device and threads of this process."""
     versions = {}
     for name in PACKAGES:
         try:
@@ -95,7 +129,13 @@ def environment() -> dict:
         except metadata.PackageNotFoundError:
             versions[name] = None
     env = {"python": platform.python_version(), "platform": platform.platform(), "packages": versions,
-           "cpu_count": os.cpu_count()}
+           "cpu_count": os.cpu_count(), "cpu_model": cpu_model()}
+    try:
+        import psutil
+
+        env["memory_gb"] = round(psutil.virtual_memory().total / 2**30, 1)
+    except ImportError:  # pragma: no cover - a dependency
+        pass
     try:
         import torch
 
@@ -185,12 +225,16 @@ class Run:
                 self.metric(f"{prefix}/{k}" if prefix else k, v)
         return dict(values)
 
-    def table(self, name: str, df: pd.DataFrame) -> pd.DataFrame:
-        """Store a result table in the record and return it for display."""
-        self.tables[name] = _jsonable(df.reset_index().to_dict(orient="records")
-                                      if df.index.name or isinstance(df.index, pd.MultiIndex)
-                                      else df.to_dict(orient="records"))
-        return df
+    def table(self, name: str, df: pd.DataFrame, *, show: pd.DataFrame | None = None) -> None:
+        """Store a result table in the record and as ``<chapter>/<name>.csv`` next to it, and show it, or
+        the view ``show`` of it (some columns, the first rows, rounded): the record and the CSV keep it whole."""
+        flat = df.reset_index() if df.index.name or isinstance(df.index, pd.MultiIndex) else df
+        self.tables[name] = _jsonable(flat.to_dict(orient="records"))
+        out = self._artifact(name, ".csv")
+        tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+        flat.to_csv(tmp, index=False)
+        tmp.replace(out)
+        _show(df if show is None else show, {**self._evidence("table", name, out), "rows": len(flat)})
 
     def note(self, key: str, value: Any) -> Any:
         """Free-form provenance (e.g. ``threshold_direction`` chosen on held-out data)."""
@@ -209,15 +253,29 @@ class Run:
         return df
 
     # -- figures ---------------------------------------------------------------------------------
-    def figure(self, name: str, fig):
-        """Save ``fig`` as ``_build/results/<profile>/<chapter>/<name>.png`` and return it for display."""
-        out = paths.results_dir(self.profile) / self.chapter / f"{name}.png"
-        out.parent.mkdir(parents=True, exist_ok=True)
+    def figure(self, name: str, fig) -> None:
+        """Save ``fig`` (a matplotlib figure) as ``_build/results/<profile>/<chapter>/<name>.png`` and
+        show that PNG."""
+        out = self._artifact(name, ".png")
         tmp = out.with_name(f".{out.stem}.{os.getpid()}.tmp.png")
         fig.savefig(tmp, dpi=110, bbox_inches="tight")
         tmp.replace(out)
         self.figures[name] = str(out.relative_to(paths.build_dir()))
-        return fig
+        pyplot = sys.modules.get("matplotlib.pyplot")
+        manager = getattr(fig.canvas, "manager", None)
+        if pyplot is not None and manager is not None and pyplot.fignum_exists(manager.num):
+            pyplot.close(fig)  # a pyplot figure would be shown a second time by the inline backend
+        png = base64.b64encode(out.read_bytes()).decode("ascii")
+        _show({"image/png": png, "text/plain": f"[figure {name}: {self.figures[name]}]"},
+              self._evidence("figure", name, out), raw=True)
+
+    def _artifact(self, name: str, suffix: str) -> Path:
+        out = paths.results_dir(self.profile) / self.chapter / f"{name}{suffix}"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        return out
+
+    def _evidence(self, kind: str, name: str, out: Path) -> dict:
+        return {"kind": kind, "name": name, "file": str(out.relative_to(paths.build_dir())), "run_id": self.run_id}
 
     # -- models ----------------------------------------------------------------------------------
     def model_check(self, models: Mapping[str, tuple[Any, tuple[int, ...]]], *, batches: int = 2) -> pd.DataFrame:
@@ -312,38 +370,6 @@ def headline_of(record: dict) -> str:
     if m.get("ci"):
         text += f" [{m['ci'][0]:.3f}, {m['ci'][1]:.3f}]"
     return text
-
-
-def status_table(profile: str = "mini") -> pd.DataFrame:
-    """The book's run-status page: chapter, profile, when, wall time, versions, device, commit."""
-    from dfbook import check
-
-    rows = []
-    for chapter, rec in load_all(profile).items():
-        try:
-            checks = check.check_record(chapter, rec, check.load_expected(chapter), profile)
-            checked = f"{int(checks['ok'].sum())}/{len(checks)} hold"
-        except FileNotFoundError:
-            checked = "no expected-results file"
-        env = rec.get("env", {})
-        pk = env.get("packages", {})
-        git = rec.get("git", {})
-        rows.append({
-            "chapter": chapter,
-            "profile": rec.get("profile"),
-            "finished (UTC)": rec.get("finished"),
-            "wall time (s)": rec.get("runtime_s"),
-            "headline": headline_of(rec),
-            "expected results": checked,
-            "device": env.get("device"),
-            "threads": env.get("threads"),
-            "python": env.get("python"),
-            "torch": pk.get("torch"),
-            "timm": pk.get("timm"),
-            "open_clip": pk.get("open_clip_torch"),
-            "commit": (git.get("commit") or "")[:10] + (" (dirty)" if git.get("dirty") else ""),
-        })
-    return pd.DataFrame(rows).set_index("chapter") if rows else pd.DataFrame(rows)
 
 
 def metric_value(record: dict, key: str) -> float | None:

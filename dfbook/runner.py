@@ -67,6 +67,13 @@ def read_notebook(chapter: str):
     return jupytext.read(path)
 
 
+def chapter_title(chapter: str) -> str:
+    """The chapter's first ``# `` heading."""
+    nb = read_notebook(chapter)
+    return next((ln.lstrip("# ").strip() for c in nb.cells if c.cell_type == "markdown"
+                 for ln in c.source.splitlines() if ln.startswith("# ")), chapter)
+
+
 def parameters_cell(nb) -> int:
     idx = [i for i, c in enumerate(nb.cells) if "parameters" in c.get("metadata", {}).get("tags", [])]
     if len(idx) != 1:

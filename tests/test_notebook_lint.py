@@ -101,3 +101,21 @@ def test_toc_lists_every_chapter():
     for f in files:
         if not f.startswith("book/chapters/"):
             assert (ROOT / f"{f}.md").is_file(), f"{f} in _toc.yml has no page"
+
+
+@pytest.mark.parametrize("path", SOURCES, ids=lambda p: p.stem)
+def test_tables_and_figures_are_shown_by_the_run_not_by_a_return_value(path):
+    """``run.table``/``run.figure`` show what they record and return None (issue 16): a chapter that used
+    their return value, or ended a cell with the recorded object, would fail or show it twice."""
+    for cell in _code(_nb(path)):
+        tree = ast.parse(cell.source)
+        statements = {id(n.value) for n in ast.walk(tree) if isinstance(n, ast.Expr)}
+        for node in ast.walk(tree):
+            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                    and node.func.attr in ("table", "figure") and getattr(node.func.value, "id", None) == "run"):
+                assert id(node) in statements, f"the value of `{ast.unparse(node)[:60]}` is used"
+        recorded = {ast.unparse(n.args[1]) for n in ast.walk(tree) if isinstance(n, ast.Call) and len(n.args) > 1
+                    and getattr(n.func, "attr", "") == "table" and getattr(n.func.value, "id", None) == "run"}
+        last = tree.body[-1] if tree.body else None
+        if isinstance(last, ast.Expr):
+            assert ast.unparse(last.value) not in recorded, f"`{ast.unparse(last.value)}` is shown twice"

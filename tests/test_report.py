@@ -23,8 +23,10 @@ def test_record_roundtrip_is_json_and_atomic(build_dir):
     assert rec["tables"]["t"] == [{"a": 1, "b": 3}, {"a": 2, "b": 4}]
     assert not list(path.parent.glob(".*tmp"))
     assert report.headline_of(rec) == "test/auc = 0.750 [0.700, 0.800]"
-    table = report.status_table("mini")
-    assert list(table.index) == ["demo"] and table.loc["demo", "torch"]
+    from dfbook import pages
+
+    table = pages.status_table("mini")
+    assert list(table.index) == ["demo"] and table.loc["demo", "torch"] and table.loc["demo", "cpu"]
     assert table.loc["demo", "expected results"] == "no expected-results file"
 
 
@@ -45,3 +47,15 @@ def test_model_check_counts_and_dry_run_saves(build_dir):
     assert table.loc[0, "params_total"] == 23 and table.loc[0, "params_trainable"] == 11
     rec = report.load("demo", "full", dry_run=True)
     assert rec["status"] == "dry-run" and rec["models"]["net"]["output_shape"] == [2, 2]
+
+
+def test_status_page_fits_and_lists_every_check(build_dir):
+    from dfbook import pages
+
+    run = report.start("benchmark", {"PROFILE": "mini", "SEED": 0})
+    run.metric("faces/trained_mean", 0.95)
+    run.save()
+    page = pages.status_html("mini")
+    assert "built" in page and "cores" in page and "GiB" in page
+    assert page.count('class="dataframe dfbook-wrap"') >= 3          # runs, environment, benchmark's checks
+    assert "<summary><b>benchmark</b>:" in page and "faces/trained_mean" in page and "FAILS" in page
