@@ -200,7 +200,7 @@ class Run:
     def dataset(self, name: str, df: pd.DataFrame, *, skipped: int = 0) -> pd.DataFrame:
         """Record which data a result came from: manifest hash, sizes, and files skipped as unreadable."""
         self.data[name] = {
-            "manifest_hash": manifest.content_hash(df),
+            "manifest_hash": manifest.data_hash(df),
             "rows": int(len(df)),
             "videos": int(manifest.video_key(df).nunique()) if set(manifest.REQUIRED) <= set(df.columns) else None,
             "fake": int((df["label"] == 1).sum()) if "label" in df else None,
