@@ -33,6 +33,7 @@ import numpy as np
 import pandas as pd
 
 from dfbook import __version__, manifest, paths
+from dfbook.params import check_chapter
 
 PACKAGES = ("torch", "torchvision", "timm", "open_clip_torch", "numpy", "pandas", "scikit-learn",
             "faiss-cpu", "peft", "papermill", "jupyter-book", "myst-nb")
@@ -280,9 +281,11 @@ class Run:
 
 
 def start(chapter: str, namespace: Mapping[str, Any]) -> Run:
-    """Start a run with the notebook's UPPER_CASE parameters (pass ``globals()``)."""
+    """Start a run with the notebook's UPPER_CASE parameters (pass ``globals()``), checked as the runner checks
+    them (:func:`dfbook.params.check_chapter`), so a notebook run by hand refuses a bad value at once."""
     params = {k: v for k, v in namespace.items()
               if k.isupper() and not k.startswith("_") and isinstance(v, _PARAM_TYPES)}
+    check_chapter(chapter, params)
     return Run(chapter, params)
 
 
