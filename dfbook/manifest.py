@@ -22,11 +22,14 @@ Optional columns used by some chapters
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from dfbook import paths
 
 REQUIRED = ("path", "label", "dataset", "method", "video_id", "frame", "identity", "split")
 SPLITS = ("train", "val", "test", "")
@@ -107,8 +110,6 @@ def data_hash(df: pd.DataFrame) -> str:
     """The hash a result record carries: the same on every machine holding the same data. Paths count
     relative to the dataset root (the deepest folder holding every file) and with each file's size (-1 when
     missing); every other column as in :func:`content_hash`."""
-    import os
-
     if "path" not in df or df.empty:
         return content_hash(df)
     paths_ = df["path"].astype(str)
@@ -170,8 +171,6 @@ def check_disjoint(df: pd.DataFrame, by: Iterable[str] = ("identity", "video", "
 
 def read(path: str | Path) -> pd.DataFrame:
     """Read and validate a manifest CSV; relative ``path`` values are resolved against the CSV's folder."""
-    from dfbook import paths
-
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"manifest {path} not found")

@@ -35,7 +35,7 @@ import yaml
 from filelock import FileLock, Timeout
 
 from dfbook import params, paths, report
-from dfbook.params import TYPES, parameters_cell, parse_parameters  # noqa: F401 (the runner's API)
+from dfbook.params import parameters_cell, parse_parameters
 
 
 RunnerError = params.ParameterError  # a chapter cannot be started; the message says how to fix it

@@ -47,7 +47,7 @@ def test_parameters_cell(path):
     for name, info in spec.items():
         assert name.isupper(), f"parameter {name} must be UPPER_CASE"
         assert info["help"], f"parameter {name} needs a trailing `# comment`"
-        assert info["type"] in runner.TYPES, f"parameter {name}: type {info['type']} not in {list(runner.TYPES)}"
+        assert info["type"] in params.TYPES, f"parameter {name}: type {info['type']} not in {list(params.TYPES)}"
     assert spec["PROFILE"]["default"] == "mini" and spec["DRY_RUN"]["default"] is False and "SEED" in spec
     params.check_values(path.stem, spec, {k: v["default"] for k, v in spec.items()}, "the defaults")  # {allowed}
 
