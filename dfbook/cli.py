@@ -3,7 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
+
+# Subcommands with a parser of their own (``main(argv) -> exit code``): module, one-line help.
+DELEGATED = {
+    "prepare": ("dfbook.prepare", "videos -> face crops + manifest (options: `dfbook prepare -h`)"),
+    "predict-defenders": ("dfbook.methods.defenders",
+                          "P(fake) per image with the DeepFakeDefenders experts (options: `dfbook predict-defenders -h`)"),
+}
+# What a user can cause and fix (a missing file, a bad value, a damaged cache): reported in one line. The
+# package's errors say which file and how to fix it; anything else is a bug and keeps its traceback.
+USER_ERRORS = (OSError, ValueError)
 
 
 def _run(args) -> int:
@@ -64,18 +75,6 @@ def _spread(args) -> int:
     return 0
 
 
-def _prepare(args) -> int:
-    from dfbook import prepare
-
-    return prepare.main(args.rest)
-
-
-def _predict(args) -> int:
-    from dfbook.methods import defenders
-
-    return defenders.main(args.rest)
-
-
 def _bench(args) -> int:
     from dfbook.bench import corpus
 
@@ -127,14 +126,8 @@ def parser() -> argparse.ArgumentParser:
                    help="replace the bands (of the metrics already banded) in notebooks/expected/<chapter>.yaml")
     s.set_defaults(func=_spread)
 
-    pr = sub.add_parser("prepare", help="videos -> face crops + manifest (see `dfbook prepare -h`)", add_help=False)
-    pr.add_argument("rest", nargs=argparse.REMAINDER)
-    pr.set_defaults(func=_prepare)
-
-    pd_ = sub.add_parser("predict-defenders", add_help=False,
-                         help="P(fake) per image with the DeepFakeDefenders experts (see `-h`)")
-    pd_.add_argument("rest", nargs=argparse.REMAINDER)
-    pd_.set_defaults(func=_predict)
+    for name, (_, text) in DELEGATED.items():  # listed here; main() hands their arguments to their own parser
+        sub.add_parser(name, help=text)
 
     be = sub.add_parser("bench", help="generate (or locate) the cached mini benchmark corpora")
     be.add_argument("kinds", nargs="*", default=["faces", "images"])
@@ -143,8 +136,16 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Exit code: 0 done, 1 a chapter or check failed, 2 a user error -- one line on stderr, no traceback."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in DELEGATED:  # their options live with their code, and importing it takes seconds
+        return importlib.import_module(DELEGATED[argv[0]][0]).main(argv[1:])
     args = parser().parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except USER_ERRORS as exc:
+        print(f"dfbook {args.command}: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

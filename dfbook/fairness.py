@@ -1,7 +1,9 @@
 """Demographic fairness of a detector: per-group metrics and the gap metrics of the AI-Face / PG-FDD
-line, exactly as ``training/fairness_metrics.py::acc_fairness`` computes them
-(Purdue-M2/AI-Face-FairnessBench @588f80c, identical in Purdue-M2/Fairness-Generalization @e552a54;
-see reference/methods_ucf_fairness_deepfakebench.md §3.3).
+line, with the formulas of ``training/fairness_metrics.py::acc_fairness`` in Purdue-M2/AI-Face-FairnessBench
+@588f80c (reference/methods_ucf_fairness_deepfakebench.md §3.3). Purdue-M2/Fairness-Generalization (read
+at 096cb67) ships a different copy of that file: its per-group quantities and gap formulas (max - min over
+groups) are the same, but it also computes precision at 0.5, audits gender x race only (two attribute lists,
+no age), and reads one ``.npy`` pair per intersection group.
 
 Per group g (decision rule ``s >= threshold``, default 0.5 on P(fake)): AUC_g, ACC_g, FPR_g, TPR_g,
 FNR_g = 1 - TPR_g, TNR_g = 1 - FPR_g, PR_g = (TP + FP) / n_g (predicted-fake rate) and

@@ -5,8 +5,9 @@ key holds everything that changes the numbers: backbone name, weights identity, 
 key of a custom transform), layer, and the manifest's content (paths in order, plus each file's size and
 modification time, so regenerated images are never served stale features).
 
-Files: ``<cache>/features/<key>.npy`` (float32, NaN rows for images skipped in lenient mode) and
-``<key>.json`` (sidecar, written last: its presence marks a complete entry). A miss streams batches into a
+Files: ``<cache>/features/<key>.npy`` (float32; NaN rows for unreadable images, which ``extract(lenient=True)``
+drops from what it returns) and ``<key>.json`` (sidecar, written last: its presence marks a complete entry;
+it records the ``.npy``'s size, checked on every hit). A miss streams batches into a
 ``np.lib.format.open_memmap`` under a temporary name (memory stays bounded by one batch), checkpoints its
 progress so an interrupted extraction resumes where it stopped, and renames into place when complete; a
 file lock makes two notebooks extracting the same features at once safe (the second waits, then hits).
@@ -193,11 +194,14 @@ def extract(backbone, df: pd.DataFrame, *, layer: str | list[str] = "final", bat
     pre-logits), ``"block:i"`` (class token / pooled stage i, see :meth:`Backbone.intermediates`) or a
     list of these -- then a dict ``layer -> array`` is returned. ``transform`` replaces the backbone's
     eval preprocessing (PIL image -> tensor); its ``repr`` (or ``transform_key``) enters the cache key.
-    ``lenient=True`` fills unreadable images with NaN rows and counts them in the sidecar (``n_skipped``);
-    otherwise the first unreadable file raises naming it. ``cache=False`` recomputes and does not store.
+    Unreadable images: by default the first one raises naming it. ``lenient=True`` skips and counts them
+    (the cache stores NaN rows for them and ``n_skipped`` in its sidecar) and returns ``(features, kept)``:
+    ``kept`` is ``df`` without the skipped rows, ``kept.attrs["skipped"]`` the skipped paths, and the
+    features are row-aligned to ``kept`` -- so no NaN row reaches a probe or a loss.
+    ``cache=False`` recomputes and does not store.
 
-    Returns float32 ``(N, D)`` arrays row-aligned to ``df`` (read-only memory maps on a cache hit).
-    The backbone is moved to ``device`` and put in eval mode.
+    Returns float32 ``(N, D)`` arrays row-aligned to ``df`` (read-only memory maps on a cache hit), or the
+    ``(features, kept)`` pair with ``lenient``. The backbone is moved to ``device`` and put in eval mode.
     """
     layers = [layer] if isinstance(layer, str) else list(layer)
     for l in layers:
@@ -207,8 +211,8 @@ def extract(backbone, df: pd.DataFrame, *, layer: str | list[str] = "final", bat
     device = runtime.device(device) if isinstance(device, str) else device
     kw = dict(batch_size=batch_size, device=device, lenient=lenient, num_workers=num_workers)
     if not cache:
-        arrays = _extract_uncached(backbone, df, layers, transform, **kw)
-        return arrays[0] if isinstance(layer, str) else dict(zip(layers, arrays))
+        out = dict(zip(layers, _extract_uncached(backbone, df, layers, transform, **kw)))
+        return _result(out, layer, df, lenient)
     fp = data_fingerprint(df)
     keys = [cache_key(backbone, df, l, transform=transform, transform_key=transform_key, fingerprint=fp)
             for l in layers]
@@ -216,7 +220,7 @@ def extract(backbone, df: pd.DataFrame, *, layer: str | list[str] = "final", bat
     with ExitStack() as locks:
         for k in sorted(set(keys)):  # one lock per entry, taken in a fixed order: no deadlock
             locks.enter_context(FileLock(str(d / f"{k}.lock")))
-        missing = [(l, k) for l, k in zip(layers, keys) if not (d / f"{k}.json").is_file()]
+        missing = [(l, k) for l, k in zip(layers, keys) if not _complete(d, k)]
         for l, k in zip(layers, keys):
             if (l, k) not in missing:
                 log.info("feature cache hit: %s (%s, %s, %d rows)", k, backbone.name, l, len(df))
@@ -225,12 +229,13 @@ def extract(backbone, df: pd.DataFrame, *, layer: str | list[str] = "final", bat
             log.info("feature cache miss: %s -- extracting %d rows", ", ".join(mk), len(df))
             res = _fill(backbone, df, ml, mk, transform, **kw)
             if res["skipped"]:
-                log.warning("%d of %d images were unreadable and have NaN features (lenient mode), e.g. %s",
+                log.warning("%d of %d images were unreadable and are skipped (lenient mode), e.g. %s",
                             len(res["skipped"]), len(df), list(df["path"].iloc[res["skipped"][:3]]))
             for l, k, part, prog in zip(ml, mk, res["parts"], res["progress"]):
+                nbytes = part.stat().st_size
                 part.replace(d / f"{k}.npy")
                 _atomic_json(d / f"{k}.json", {
-                    "key": k, "backbone": backbone.name, "weights": backbone.weights_id, "layer": l,
+                    "key": k, "backbone": backbone.name, "weights": backbone.weights_id, "layer": l, "bytes": nbytes,
                     **_transform_id(backbone, transform, transform_key), "rows": len(df),
                     "data_fingerprint": fp, "n_skipped": len(res["skipped"]),
                     "skipped_rows": res["skipped"][:1000], "seconds": res["seconds"],
@@ -238,7 +243,36 @@ def extract(backbone, df: pd.DataFrame, *, layer: str | list[str] = "final", bat
                     "versions": {"dfbook": __version__, "torch": torch.__version__}})
                 prog.unlink(missing_ok=True)
         out = {l: np.load(d / f"{k}.npy", mmap_mode="r") for l, k in zip(layers, keys)}
-    return out[layers[0]] if isinstance(layer, str) else out
+    return _result(out, layer, df, lenient)
+
+
+def _result(out: dict, layer, df: pd.DataFrame, lenient: bool):
+    """What :func:`extract` returns: the array (or dict of arrays), with ``lenient`` the readable rows only
+    and the manifest of those rows."""
+    if lenient:
+        ok = ~np.isnan(next(iter(out.values()))).all(axis=1)
+        if not ok.all():
+            out = {l: np.asarray(x)[ok] for l, x in out.items()}
+        kept = df[ok].copy()
+        kept.attrs["skipped"] = df["path"].astype(str)[~ok].tolist()
+    X = out[layer] if isinstance(layer, str) else out
+    return (X, kept) if lenient else X
+
+
+def _complete(d: Path, key: str) -> bool:
+    """A cache entry is whole when its sidecar exists and its ``.npy`` has the size the sidecar recorded; a
+    damaged one is logged and extracted again."""
+    side, npy = d / f"{key}.json", d / f"{key}.npy"
+    if not side.is_file():
+        return False
+    expected = json.loads(side.read_text()).get("bytes")
+    size = npy.stat().st_size if npy.is_file() else -1
+    if expected is not None and size != expected:
+        log.warning("feature cache entry %s is damaged (%d bytes, its sidecar says %d): extracting it again",
+                    npy, size, expected)
+        side.unlink()
+        return False
+    return True
 
 
 def _extract_uncached(backbone, df, layers, transform, **kw) -> list[np.ndarray]:

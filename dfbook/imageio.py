@@ -18,30 +18,65 @@ log = logging.getLogger(__name__)
 
 
 class ImageReadError(OSError):
-    """An image file is missing, empty, truncated or not an image; the message names the file."""
+    """An image file is missing, empty, truncated, too small or not an image; the message names the file."""
+
+
+MIN_SIDE = 8  # smaller images carry no trace a detector could see: resizing would score the interpolation
+
+
+def _fix(path: Path) -> str:
+    """How to get past a damaged file: regenerate a cache entry, else re-extract or skip it."""
+    from dfbook import paths
+
+    entry = paths.cache_entry(path)
+    if entry is not None:
+        return (f"the file belongs to dfbook's cache entry {entry}: delete that folder and rerun, "
+                "which regenerates it")
+    return "re-extract or re-download it, or pass lenient=True (--lenient) to skip and count such files"
+
+
+def _to_rgb(im: Image.Image, path: Path) -> np.ndarray:
+    """8-bit RGB of a decoded image. 16-bit grey (PNG's ``I;16``, or ``I`` from older Pillow) is scaled from
+    0..65535 to 0..255 -- ``Image.convert`` would clip it, saturating nearly every pixel; a float image has
+    no known range and is refused."""
+    if im.mode.startswith("I"):
+        a = np.asarray(im).astype(np.int64)
+        if a.min() < 0 or a.max() > 65535:
+            raise ImageReadError(f"image {path} is a 32-bit integer image with values {a.min()}..{a.max()} "
+                                 "(expected 0..65535); convert it to an 8- or 16-bit PNG")
+        return np.repeat(np.round(a / 257).astype(np.uint8)[..., None], 3, axis=2)
+    if im.mode == "F":
+        raise ImageReadError(f"image {path} holds floating-point pixels of unknown range; convert it to an "
+                             "8- or 16-bit PNG")
+    return np.asarray(im.convert("RGB"))
 
 
 def read_rgb(path: str | Path) -> np.ndarray:
     """Read one image as ``uint8`` RGB of shape ``(H, W, 3)``, values 0..255.
 
-    Grey, palette and RGBA images are converted to RGB (alpha dropped). Raises
-    :class:`ImageReadError` naming ``path`` for a missing, zero-byte, truncated or undecodable file.
+    Grey, palette and RGBA images are converted to RGB (alpha dropped); 16-bit grey is scaled to 8 bits.
+    Raises :class:`ImageReadError` naming ``path`` for a missing, zero-byte, truncated or undecodable file,
+    and for one smaller than :data:`MIN_SIDE` pixels on a side.
     """
     path = Path(path)
     if not path.is_file():
         raise ImageReadError(f"image {path} does not exist; check the manifest's path column "
-                             "(relative paths are resolved against the current folder)")
+                             "(relative paths are resolved against the manifest's folder)")
     if path.stat().st_size == 0:
-        raise ImageReadError(f"image {path} is empty (0 bytes); re-extract or re-download it, "
-                             "or pass lenient=True to skip and count such files")
+        raise ImageReadError(f"image {path} is empty (0 bytes); {_fix(path)}")
     try:
         with Image.open(path) as im:
             im.load()  # forces the full decode, so truncation raises here and not later
-            arr = np.asarray(im.convert("RGB"))
+            arr = _to_rgb(im, path)
+    except ImageReadError:
+        raise
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise ImageReadError(f"image {path} cannot be decoded ({type(e).__name__}: {e}); the file is "
-                             "truncated or not an image -- re-extract it, or pass lenient=True to skip "
-                             "and count such files") from e
+                             f"truncated or not an image -- {_fix(path)}") from e
+    if min(arr.shape[:2]) < MIN_SIDE:
+        raise ImageReadError(f"image {path} is {arr.shape[1]}x{arr.shape[0]} pixels, below the {MIN_SIDE}-pixel "
+                             "minimum side: resized to a network's input it would show only interpolation; "
+                             "remove it, or pass lenient=True (--lenient) to skip and count such files")
     return arr
 
 

@@ -22,11 +22,14 @@ Optional columns used by some chapters
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from dfbook import paths
 
 REQUIRED = ("path", "label", "dataset", "method", "video_id", "frame", "identity", "split")
 SPLITS = ("train", "val", "test", "")
@@ -62,12 +65,21 @@ def validate(df: pd.DataFrame, *, name: str = "manifest", check_files: bool = Fa
         empty = df[col].isna() | (df[col].astype(str) == "")
         if empty.any():
             raise ManifestError(f"{name}: empty {col!r} in {_rows(df, empty)}")
+    frame = pd.to_numeric(df["frame"], errors="coerce")
+    bad_frame = frame.isna() | (frame != frame.round()) | (frame < -1)
+    if bad_frame.any():
+        raise ManifestError(f"{name}: frame must be an integer frame index (0 for a still image, -1 for a whole "
+                            f"video); got {df.loc[bad_frame, 'frame'].head(3).tolist()} in {_rows(df, bad_frame)}")
     bad_split = ~df["split"].fillna("").isin(SPLITS)
     if bad_split.any():
         raise ManifestError(f"{name}: split must be one of {SPLITS}; {_rows(df, bad_split)}")
     real_not_real = (df["label"] == 0) & (df["method"] != "real")
     if real_not_real.any():
         raise ManifestError(f"{name}: real rows (label 0) must have method 'real'; {_rows(df, real_not_real)}")
+    both = df.groupby("path")["label"].transform("nunique") > 1
+    if both.any():
+        raise ManifestError(f"{name}: the same file is listed as real and as fake in {_rows(df, both)}; "
+                            "a file has one label -- fix the rows that give it the other")
     dup = df.duplicated(subset=["dataset", "method", "video_id", "frame", "path"])
     if dup.any():
         raise ManifestError(f"{name}: duplicated (dataset, method, video_id, frame, path) in {_rows(df, dup)}")
@@ -85,12 +97,37 @@ def video_key(df: pd.DataFrame) -> pd.Series:
 
 
 def content_hash(df: pd.DataFrame, columns: Sequence[str] | None = None) -> str:
-    """A stable hash of the manifest's content (row order matters: features are row-aligned)."""
+    """A stable hash of the manifest's content as it stands, absolute paths included (row order matters:
+    features are row-aligned): the key of a cache on this machine. A result record uses :func:`data_hash`."""
     cols = list(columns) if columns is not None else sorted(df.columns)
     h = hashlib.sha256()
     h.update(",".join(cols).encode())
     h.update(pd.util.hash_pandas_object(df[cols].astype(str), index=False).to_numpy().tobytes())
     return h.hexdigest()[:16]
+
+
+def data_hash(df: pd.DataFrame) -> str:
+    """The hash a result record carries: the same on every machine holding the same data. Paths count
+    relative to the dataset root (the deepest folder holding every file) and with each file's size (-1 when
+    missing); every other column as in :func:`content_hash`."""
+    if "path" not in df or df.empty:
+        return content_hash(df)
+    paths_ = df["path"].astype(str)
+    absolute = paths_.map(os.path.isabs)
+    root = Path(os.path.commonpath(list(paths_[absolute]))) if absolute.any() else None
+    if root is not None and root.is_file():
+        root = root.parent
+
+    def portable(p: str) -> str:
+        return Path(p).relative_to(root).as_posix() if root is not None and os.path.isabs(p) else p
+
+    def size(p: str) -> int:
+        try:
+            return os.stat(p).st_size
+        except OSError:
+            return -1
+
+    return content_hash(df.assign(path=paths_.map(portable), _size=paths_.map(size)))
 
 
 def identities(df: pd.DataFrame) -> pd.Series:
@@ -102,22 +139,24 @@ def identities(df: pd.DataFrame) -> pd.Series:
     return ids
 
 
-def check_disjoint(df: pd.DataFrame, by: Iterable[str] = ("identity", "video"),
+def check_disjoint(df: pd.DataFrame, by: Iterable[str] = ("identity", "video", "path"),
                    splits: Sequence[str] = ("train", "val", "test")) -> pd.DataFrame:
-    """Prove that no identity (including swap donors) and no video crosses the given splits.
+    """Prove that no identity (including swap donors), no video and no file crosses the given splits.
 
     Returns a table ``kind, split_a, split_b, shared`` (all zeros when clean) and raises
     :class:`ManifestError` listing examples when anything is shared."""
     rows, problems = [], []
     for kind in by:
-        if kind == "identity":
+        if kind == "path":
+            sets = {s: set(df.loc[df["split"] == s, "path"].astype(str)) for s in splits}
+        elif kind == "identity":
             keys = identities(df).str.split("|")
             sets = {s: set(k for ks in keys[df["split"] == s] for k in ks) for s in splits}
         elif kind == "video":
             vk = video_key(df)
             sets = {s: set(vk[df["split"] == s]) for s in splits}
         else:
-            raise ValueError(f"unknown disjointness kind {kind!r}; use 'identity' or 'video'")
+            raise ValueError(f"unknown disjointness kind {kind!r}; use 'identity', 'video' or 'path'")
         for i, a in enumerate(splits):
             for b in splits[i + 1:]:
                 shared = sets[a] & sets[b]
@@ -131,12 +170,20 @@ def check_disjoint(df: pd.DataFrame, by: Iterable[str] = ("identity", "video"),
 
 
 def read(path: str | Path) -> pd.DataFrame:
+    """Read and validate a manifest CSV; relative ``path`` values are resolved against the CSV's folder."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"manifest {path} not found")
-    df = pd.read_csv(path, dtype={"video_id": str, "identity": str, "source_identity": str, "split": str},
-                     keep_default_na=False)
-    return validate(df, name=str(path))
+    try:
+        df = pd.read_csv(path, dtype={"video_id": str, "identity": str, "source_identity": str, "split": str},
+                         keep_default_na=False)
+    except (UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as e:
+        raise ManifestError(f"{path} is not a manifest CSV ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
+                            f"expected UTF-8 text with a header row of at least {list(REQUIRED)}") from None
+    validate(df, name=str(path))
+    if "path" in df:
+        df["path"] = [str(paths.resolve_data_path(p, path.parent)) for p in df["path"].astype(str)]
+    return df
 
 
 def write(df: pd.DataFrame, path: str | Path) -> Path:

@@ -165,7 +165,9 @@ def fake_accuracy(y, s, threshold: float = 0.5) -> float:
 
 
 def balanced_accuracy(y, s, threshold: float = 0.5) -> float:
-    """Mean of real and fake accuracy (= ``sklearn.metrics.balanced_accuracy_score``)."""
+    """Mean of real and fake accuracy. Equals ``sklearn.metrics.balanced_accuracy_score`` when both classes
+    are present; with one class only it is NaN (the other class's accuracy is undefined), where scikit-learn
+    warns and returns the present class's accuracy."""
     return (real_accuracy(y, s, threshold) + fake_accuracy(y, s, threshold)) / 2
 
 
@@ -248,11 +250,25 @@ def video_scores(scores, keys, labels=None, *, agg: str = "mean", threshold: flo
     Returns:
         DataFrame with one row per video in order of first appearance: ``key, score, frames``
         (+ ``label``).
+
+    Raises ValueError for a NaN or infinite score (pandas' mean would skip it, giving the video the mean of
+    its other frames) and for a missing key (None or NaN: pandas' groupby would drop the frame); drop such
+    frames yourself, and count them, before aggregating.
     """
     s = np.asarray(scores, dtype=np.float64)
     k = np.asarray(keys)
     if len(s) != len(k):
         raise ValueError(f"scores ({len(s)}) and keys ({len(k)}) differ in length")
+    no_key = pd.isna(pd.Series(k, dtype=object)).to_numpy()
+    if no_key.any():
+        raise ValueError(f"{int(no_key.sum())} of {len(k)} frame(s) have no video key (None or NaN), e.g. rows "
+                         f"{np.flatnonzero(no_key)[:5].tolist()}; give every frame an explicit key "
+                         "(dfbook.manifest.video_key)")
+    bad = ~np.isfinite(s)
+    if bad.any():
+        raise ValueError(f"{int(bad.sum())} frame score(s) are NaN or infinite, in video(s) "
+                         f"{list(dict.fromkeys(k[bad].tolist()))[:3]}; a video's mean would silently skip them. "
+                         "Drop those frames (and report how many) before aggregating")
     if agg not in ("mean", "majority"):
         raise ValueError(f"agg must be 'mean' or 'majority', got {agg!r}")
     frame = pd.DataFrame({"key": k, "score": s if agg == "mean" else (s >= threshold).astype(float)})

@@ -37,11 +37,30 @@ def data_dir() -> Path:
     return _env_dir("DFBOOK_DATA", repo_root() / "data")
 
 
+def resolve_data_path(path: str | Path, root: str | Path | None = None) -> Path:
+    """The one rule for relative paths: ``path`` as given when absolute (``~`` expanded), else under ``root``
+    -- the folder of the manifest that names it -- or, without ``root``, under :func:`data_dir`
+    (``$DFBOOK_DATA``), as for every path given in a chapter parameter."""
+    path = Path(path).expanduser()
+    return path if path.is_absolute() else Path(root if root is not None else data_dir()) / path
+
+
 def cache_dir(*parts: str) -> Path:
     """``<cache>/<parts...>``, created on demand."""
     path = _env_dir("DFBOOK_CACHE", repo_root() / "_cache").joinpath(*parts)
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def cache_entry(path: str | Path) -> Path | None:
+    """The cache entry holding ``path`` (``<cache>/<area>/<entry>``, e.g. one generated corpus), or None when
+    ``path`` is not in dfbook's cache: what to delete when a cached file turns out damaged."""
+    root = _env_dir("DFBOOK_CACHE", repo_root() / "_cache")
+    try:
+        parts = Path(path).resolve().relative_to(root).parts
+    except ValueError:
+        return None
+    return root.joinpath(*parts[:2]) if len(parts) > 2 else None
 
 
 def build_dir(*parts: str) -> Path:

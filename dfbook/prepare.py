@@ -213,9 +213,7 @@ def _sources(src) -> pd.DataFrame:
     if path.is_dir():
         return datasets.video_folder(path)
     if path.is_file() and path.suffix == ".csv":
-        df = manifest.read(path)
-        df["path"] = [p if Path(p).is_absolute() else str(path.parent / p) for p in df["path"]]
-        return df
+        return manifest.read(path)  # relative paths resolved against its folder
     raise FileNotFoundError(f"prepare: source {path} is neither a manifest CSV nor a folder with real/ and fake/ "
                             f"sub-folders; dataset names ({', '.join(VIDEO_DATASETS)}) work on the command line.")
 

@@ -41,6 +41,7 @@ import numpy as np
 import pandas as pd
 
 from dfbook import __version__, manifest, paths
+from dfbook.params import check_chapter
 
 PACKAGES = ("torch", "torchvision", "timm", "open_clip_torch", "numpy", "pandas", "scikit-learn",
             "faiss-cpu", "peft", "papermill", "jupyter-book", "myst-nb")
@@ -244,7 +245,7 @@ class Run:
     def dataset(self, name: str, df: pd.DataFrame, *, skipped: int = 0) -> pd.DataFrame:
         """Record which data a result came from: manifest hash, sizes, and files skipped as unreadable."""
         self.data[name] = {
-            "manifest_hash": manifest.content_hash(df),
+            "manifest_hash": manifest.data_hash(df),
             "rows": int(len(df)),
             "videos": int(manifest.video_key(df).nunique()) if set(manifest.REQUIRED) <= set(df.columns) else None,
             "fake": int((df["label"] == 1).sum()) if "label" in df else None,
@@ -338,9 +339,11 @@ class Run:
 
 
 def start(chapter: str, namespace: Mapping[str, Any]) -> Run:
-    """Start a run with the notebook's UPPER_CASE parameters (pass ``globals()``)."""
+    """Start a run with the notebook's UPPER_CASE parameters (pass ``globals()``), checked as the runner checks
+    them (:func:`dfbook.params.check_chapter`), so a notebook run by hand refuses a bad value at once."""
     params = {k: v for k, v in namespace.items()
               if k.isupper() and not k.startswith("_") and isinstance(v, _PARAM_TYPES)}
+    check_chapter(chapter, params)
     return Run(chapter, params)
 
 

@@ -2,13 +2,15 @@
 
 For each chapter the runner
 1. reads ``notebooks/<chapter>.md`` and its parameters cell, merges ``notebooks/params/<chapter>.<profile>.yaml``
-   with ``-p NAME VALUE`` overrides, and rejects unknown names and values of the wrong type (papermill would
-   only log a warning);
+   with ``-p NAME VALUE`` overrides, and rejects unknown names, values of the wrong type (papermill would
+   only log a warning) and values outside the ``{allowed}`` rule of the parameter's comment (ranges, choices,
+   paths that must exist: :mod:`dfbook.params`) -- before any kernel starts;
 2. executes it with papermill in a child process (its own environment: ``HF_HUB_OFFLINE=1``, thread count,
    run id), keeping the executed notebook in ``_build/notebooks/<profile>/<chapter>.ipynb`` — also when a
    cell fails, for inspection;
 3. checks that the notebook wrote its result record ``_build/results/<profile>/<chapter>.json`` with this
-   run's id (a stale record from an earlier run is removed before the run starts).
+   run's id (a stale record from an earlier run is removed before the run starts; a lock file refuses a second
+   run of the same chapter and profile into the same build folder while the first one runs).
 
 ``--dry-run`` executes the notebook only up to the cell tagged ``dry-run`` (``run.model_check``), with
 ``DRY_RUN=True``: on the ``full`` profile that builds the full-size models with random weights on a CPU.
@@ -16,9 +18,10 @@ For each chapter the runner
 
 from __future__ import annotations
 
-import ast
+import contextlib
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -29,14 +32,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
+from filelock import FileLock, Timeout
 
-from dfbook import paths, report
+from dfbook import params, paths, report
+from dfbook.params import parameters_cell, parse_parameters
 
-TYPES = {"str": (str,), "int": (int,), "float": (int, float), "bool": (bool,), "list": (list,), "dict": (dict,)}
 
-
-class RunnerError(ValueError):
-    """A chapter cannot be started (unknown chapter, bad parameter); the message says how to fix it."""
+RunnerError = params.ParameterError  # a chapter cannot be started; the message says how to fix it
 
 
 # -- chapters and parameters -------------------------------------------------------------------------
@@ -74,32 +76,6 @@ def chapter_title(chapter: str) -> str:
                  for ln in c.source.splitlines() if ln.startswith("# ")), chapter)
 
 
-def parameters_cell(nb) -> int:
-    idx = [i for i, c in enumerate(nb.cells) if "parameters" in c.get("metadata", {}).get("tags", [])]
-    if len(idx) != 1:
-        raise RunnerError(f"notebook needs exactly one cell tagged 'parameters', found {len(idx)}")
-    return idx[0]
-
-
-def parse_parameters(source: str) -> dict[str, dict]:
-    """``NAME: type = literal  # comment`` lines -> ``{NAME: {"type", "default", "help"}}``."""
-    params = {}
-    lines = source.splitlines()
-    for node in ast.parse(source).body:
-        if not (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and node.value is not None):
-            raise RunnerError(f"parameters cell line {node.lineno}: expected `NAME: type = literal  # comment`")
-        type_name = ast.unparse(node.annotation)
-        try:
-            default = ast.literal_eval(node.value)
-        except ValueError:
-            raise RunnerError(f"parameter {node.target.id}: default must be a literal, "
-                              f"got `{ast.unparse(node.value)}`") from None
-        line = lines[node.lineno - 1]
-        params[node.target.id] = {"type": type_name, "default": default,
-                                  "help": line.split("#", 1)[1].strip() if "#" in line else ""}
-    return params
-
-
 def chapter_parameters(chapter: str, nb=None) -> dict[str, dict]:
     nb = nb if nb is not None else read_notebook(chapter)
     return parse_parameters(nb.cells[parameters_cell(nb)].source)
@@ -110,19 +86,6 @@ def load_profile(chapter: str, profile: str) -> dict:
     if not path.is_file():
         raise RunnerError(f"chapter {chapter!r} has no {profile} parameters: create {path}")
     return yaml.safe_load(path.read_text()) or {}
-
-
-def check_values(chapter: str, spec: dict[str, dict], values: dict, origin: str) -> None:
-    for name, value in values.items():
-        if name not in spec:
-            raise RunnerError(f"{chapter}: unknown parameter {name!r} ({origin}); "
-                              f"known: {', '.join(sorted(spec))}")
-        expected = TYPES.get(spec[name]["type"])
-        bad_bool = isinstance(value, bool) and spec[name]["type"] in ("int", "float")
-        if expected and (not isinstance(value, expected) or bad_bool):
-            raise RunnerError(f"{chapter}: parameter {name} expects {spec[name]['type']} "
-                              f"(default {spec[name]['default']!r}), got {value!r} ({type(value).__name__}) "
-                              f"from {origin}")
 
 
 def parse_override(text: str):
@@ -140,9 +103,11 @@ def resolve_parameters(chapter: str, profile: str, overrides: dict | None = None
         if required not in spec:
             raise RunnerError(f"{chapter}: the parameters cell must define {required}")
     prof = load_profile(chapter, profile)
-    check_values(chapter, spec, prof, f"notebooks/params/{chapter}.{profile}.yaml")
     overrides = dict(overrides or {})
-    check_values(chapter, spec, overrides, "command line")
+    # types and {allowed} rules (params.py); paths not in a dry run, which reads no data
+    params.check_values(chapter, spec, {k: v for k, v in prof.items() if k not in overrides},
+                        f"notebooks/params/{chapter}.{profile}.yaml", files=not dry_run)
+    params.check_values(chapter, spec, overrides, "command line", files=not dry_run)
     return {**prof, **overrides, "PROFILE": profile, "DRY_RUN": bool(dry_run)}
 
 
@@ -198,6 +163,22 @@ def _child(spec_path: str) -> int:
     return 1
 
 
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def failing_line(source: str, traceback: Sequence[str]) -> tuple[int, str]:
+    """``(line number, text)`` of the cell's line that raised: the ``Cell In[n], line k`` frame of IPython's
+    traceback (the first one: the cell's own; the frames below it are library code), else the first line."""
+    lines = source.splitlines()
+    for frame in traceback:
+        m = re.search(r"Cell In\[\d*\], line (\d+)", _ANSI.sub("", frame))
+        if m and 0 < int(m.group(1)) <= len(lines):
+            k = int(m.group(1))
+            return k, lines[k - 1].strip()
+    first = next((i for i, ln in enumerate(lines) if ln.strip()), 0)
+    return first + 1, lines[first].strip() if lines else ""
+
+
 def failure_summary(notebook: Path, log: Path | None = None, lines: int = 12) -> str:
     """The failing cell and its error in a few lines, read from the kept notebook (else the log)."""
     import nbformat
@@ -207,10 +188,10 @@ def failure_summary(notebook: Path, log: Path | None = None, lines: int = 12) ->
         for i, cell in enumerate(nb.cells):
             errors = [o for o in cell.get("outputs", []) if o.get("output_type") == "error"]
             if errors:
-                first = next((ln for ln in cell.source.splitlines() if ln.strip()), "")
                 err = errors[0]
                 count = cell.get("execution_count")
-                return (f"cell {i} (In [{count}]): {first[:100]}\n"
+                line = failing_line(cell.source, err.get("traceback", []))
+                return (f"cell {i} (In [{count}]) line {line[0]}: {line[1][:100]}\n"
                         f"    {err['ename']}: {str(err['evalue']).strip()[:600]}")
     if log and log.is_file():
         tail = log.read_text(errors="replace").strip().splitlines()[-lines:]
@@ -221,67 +202,96 @@ def failure_summary(notebook: Path, log: Path | None = None, lines: int = 12) ->
 def run_chapter(chapter: str, profile: str = "mini", overrides: dict | None = None, *, dry_run: bool = False,
                 cell_timeout: int = 1800, env: dict | None = None,
                 quiet: bool = False) -> Result:
-    """Execute one chapter; never raises for a failing cell (the Result says ``failed``)."""
+    """Execute one chapter; never raises for a failing cell (the Result says ``failed``). Raises
+    :data:`RunnerError` for a bad parameter, and when this chapter and profile are already running into the
+    same build folder (a lock file beside its log)."""
     nb = read_notebook(chapter)
     if dry_run:
         _truncate_for_dry_run(nb, chapter)
     params = resolve_parameters(chapter, profile, overrides, dry_run, nb)
     child_env = {**os.environ, **(env or {})}
-    build = Path(child_env.get("DFBOOK_BUILD") or paths.build_dir())
+    build = _build(env)
     suffix = ".dry-run" if dry_run else ""
     out = build / "notebooks" / profile / f"{chapter}{suffix}.ipynb"
     log = build / "logs" / profile / f"{chapter}{suffix}.log"
     record = build / "results" / profile / f"{chapter}{suffix}.json"
     for p in (out, log, record):
         p.parent.mkdir(parents=True, exist_ok=True)
-    record.unlink(missing_ok=True)  # a failed run must not leave an earlier record looking current
-    run_id = uuid.uuid4().hex[:12]
-    child_env.update({"DFBOOK_RUN_ID": run_id, "DFBOOK_BUILD": str(build), "PYTHONHASHSEED": "0"})
-    child_env.setdefault("HF_HUB_OFFLINE", "1")
-    # Progress bars are for people watching a kernel; a headless run has none (papermill runs without
-    # log_output), and its text bars would land in the book as thousands of lines. tqdm >= 4.66 reads
-    # TQDM_DISABLE as the default of every bar. tqdm.auto (imported by timm, open_clip and dfbook) would
-    # still warn, with a local path, that the kernel has no ipywidgets: filtered by message, because a -W
-    # category must be a built-in class at interpreter start-up.
-    child_env.setdefault("TQDM_DISABLE", "1")
-    child_env["PYTHONWARNINGS"] = ",".join(filter(None, [child_env.get("PYTHONWARNINGS"),
-                                                          "ignore:IProgress not found"]))
-    child_env.setdefault("OMP_NUM_THREADS", child_env.get("DFBOOK_THREADS") or "1")  # see runtime.set_threads
-    spec = {"chapter": chapter, "source": str(chapter_path(chapter)), "output": str(out),
-            "parameters": params, "cwd": str(paths.notebooks_dir()), "dry_run": dry_run,
-            "cell_timeout": cell_timeout}
-    spec_file = log.with_suffix(".spec.json")
-    spec_file.write_text(json.dumps(spec))
-    if not quiet:
-        print(f"[{chapter}] {'dry run' if dry_run else 'running'} on {profile} ...", flush=True)
-    t0 = time.perf_counter()
-    with open(log, "w") as fh:
-        proc = subprocess.run([sys.executable, "-m", "dfbook.runner", spec_file], env=child_env,
-                              stdout=fh, stderr=subprocess.STDOUT, cwd=paths.repo_root())
-    seconds = time.perf_counter() - t0
-    spec_file.unlink(missing_ok=True)
-    if proc.returncode != 0:
-        return Result(chapter, "failed", seconds, out if out.is_file() else None, None, "",
-                      failure_summary(out, log), log)
-    if not record.is_file():
-        return Result(chapter, "failed", seconds, out, None, "", "the notebook finished but wrote no result "
-                      f"record {record} (is `run.save()` the last cell?)", log)
-    rec = json.loads(record.read_text())
-    if rec.get("run_id") != run_id:
-        return Result(chapter, "failed", seconds, out, record, "", f"record {record} is not from this run", log)
-    return Result(chapter, rec.get("status", "ok"), seconds, out, record, report.headline_of(rec), "", log)
+    with _exclusive(chapter, profile, dry_run, build):
+        record.unlink(missing_ok=True)  # a failed run must not leave an earlier record looking current
+        run_id = uuid.uuid4().hex[:12]
+        child_env.update({"DFBOOK_RUN_ID": run_id, "DFBOOK_BUILD": str(build), "PYTHONHASHSEED": "0"})
+        child_env.setdefault("HF_HUB_OFFLINE", "1")
+        # Progress bars are for people watching a kernel; a headless run has none (papermill runs without
+        # log_output), and its text bars would land in the book as thousands of lines. tqdm >= 4.66 reads
+        # TQDM_DISABLE as the default of every bar. tqdm.auto (imported by timm, open_clip and dfbook) would
+        # still warn, with a local path, that the kernel has no ipywidgets: filtered by message, because a -W
+        # category must be a built-in class at interpreter start-up.
+        child_env.setdefault("TQDM_DISABLE", "1")
+        child_env["PYTHONWARNINGS"] = ",".join(filter(None, [child_env.get("PYTHONWARNINGS"),
+                                                              "ignore:IProgress not found"]))
+        child_env.setdefault("OMP_NUM_THREADS", child_env.get("DFBOOK_THREADS") or "1")  # see runtime.set_threads
+        spec = {"chapter": chapter, "source": str(chapter_path(chapter)), "output": str(out),
+                "parameters": params, "cwd": str(paths.notebooks_dir()), "dry_run": dry_run,
+                "cell_timeout": cell_timeout}
+        spec_file = log.with_suffix(".spec.json")
+        spec_file.write_text(json.dumps(spec))
+        if not quiet:
+            print(f"[{chapter}] {'dry run' if dry_run else 'running'} on {profile} ...", flush=True)
+        t0 = time.perf_counter()
+        with open(log, "w") as fh:
+            proc = subprocess.run([sys.executable, "-m", "dfbook.runner", spec_file], env=child_env,
+                                  stdout=fh, stderr=subprocess.STDOUT, cwd=paths.repo_root())
+        seconds = time.perf_counter() - t0
+        spec_file.unlink(missing_ok=True)
+        if proc.returncode != 0:
+            return Result(chapter, "failed", seconds, out if out.is_file() else None, None, "",
+                          failure_summary(out, log), log)
+        if not record.is_file():
+            return Result(chapter, "failed", seconds, out, None, "", "the notebook finished but wrote no result "
+                          f"record {record} (is `run.save()` the last cell?)", log)
+        rec = json.loads(record.read_text())
+        if rec.get("run_id") != run_id:
+            return Result(chapter, "failed", seconds, out, record, "", f"record {record} is not from this run", log)
+        return Result(chapter, rec.get("status", "ok"), seconds, out, record, report.headline_of(rec), "", log)
+
+
+def _build(env: dict | None) -> Path:
+    return Path({**os.environ, **(env or {})}.get("DFBOOK_BUILD") or paths.build_dir())
+
+
+@contextlib.contextmanager
+def _exclusive(chapter: str, profile: str, dry_run: bool, build: Path):
+    """Hold the lock of one chapter's outputs in ``build`` (notebook, log, record): a second run of the same
+    chapter and profile into the same build folder is refused in one line instead of deleting the first
+    one's record and making it report a failure that did not happen."""
+    lock_file = build / "logs" / profile / f"{chapter}{'.dry-run' if dry_run else ''}.lock"
+    lock_file.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(lock_file), timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise RunnerError(f"{chapter} ({profile}{', dry run' if dry_run else ''}) is already running with the "
+                          f"build folder {build} (lock {lock_file}); wait for that run to finish, or give this "
+                          "one its own folder with DFBOOK_BUILD") from None
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def run(chapters: Sequence[str] | None = None, profile: str = "mini", overrides: dict | None = None, *,
         jobs: int = 1, dry_run: bool = False, cell_timeout: int = 1800, env: dict | None = None) -> list[Result]:
     """Run chapters (default: all), ``jobs`` at a time; print a summary table; return the results."""
     paths.check_profile(profile)
-    chapters = list(chapters or list_chapters())
-    for ch in chapters:  # fail before starting anything when a name or parameter is wrong
+    chapters = list(dict.fromkeys(chapters or list_chapters()))
+    for ch in chapters:  # fail before starting anything when a name, a parameter or a busy chapter is wrong
         nb = read_notebook(ch)
         if dry_run:
             _truncate_for_dry_run(nb, ch)
         resolve_parameters(ch, profile, overrides, dry_run, nb)
+        with _exclusive(ch, profile, dry_run, _build(env)):
+            pass
     jobs = max(1, min(jobs, len(chapters)))
 
     def one(ch):

@@ -31,6 +31,7 @@ Example (UnivFD's linear probe on cached CLIP features)::
 from __future__ import annotations
 
 import dataclasses
+import glob
 import math
 import os
 import random
@@ -414,8 +415,11 @@ def _set_rng_state(state: dict) -> None:
 
 
 def _atomic_save(obj, path: Path) -> None:
-    """Write to a temporary file in the same folder, then rename: a reader never sees half a checkpoint."""
+    """Write to a temporary file in the same folder, then rename: a reader never sees half a checkpoint.
+    Partial files of earlier writes killed mid-way (``<name>*.partial``; one writer per checkpoint) go first."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    for stale in path.parent.glob(f"{glob.escape(path.name)}*.partial"):
+        stale.unlink(missing_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".partial")
     try:
         with os.fdopen(fd, "wb") as f:

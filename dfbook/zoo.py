@@ -52,7 +52,9 @@ clustering) need the traces that real CLIP keeps. Chapters still show pretrained
 side by side.
 
 Weights are cached under ``cache_dir("zoo")``, keyed by everything that changes them (architecture config,
-recipe, pretraining corpus key, seed, :data:`VERSION`) and written under a file lock.
+recipe, pretraining corpus key, seed, :data:`VERSION`) and written under a file lock: the JSON sidecar (with the
+weights' size and SHA-256) first, then the ``.pt``, each renamed into place whole; an entry whose weights do
+not match their sidecar is retrained.
 """
 
 from __future__ import annotations
@@ -60,6 +62,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import time
 from pathlib import Path
 
@@ -300,11 +303,13 @@ def pretrain(arch: str, *, df: pd.DataFrame | None = None, recipe: dict | None =
     k = key(arch, recipe=recipe, corpus_key=corpus_key, seed=seed)
     out_dir = out_dir or paths.cache_dir("zoo")
     path = out_dir / f"{k}.pt"
-    if path.is_file():
+    if _complete(path):
         return path
     with FileLock(str(out_dir / f"{k}.lock")):
-        if path.is_file():
+        if _complete(path, warn=True):
             return path
+        for stale in out_dir.glob(f"{k}.*.partial*"):  # left by a run killed while writing (we hold the lock)
+            stale.unlink(missing_ok=True)
         data = check_pool(pool() if df is None else df)
         train_df, held = split(data, seed=seed)
         t0, c0 = time.perf_counter(), time.process_time()
@@ -321,16 +326,43 @@ def pretrain(arch: str, *, df: pd.DataFrame | None = None, recipe: dict | None =
             history = fit(model, train_df, imgs, recipe, np.random.default_rng(seed))
         seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
         target = model.clip if family == "clip" else model.model
-        tmp = path.with_suffix(f".tmp{int(time.time() * 1e6)}")
-        torch.save(target.state_dict(), tmp)
-        tmp.replace(path)
         held_metrics = evaluate(model, held, classes=sorted(data["content"].unique()))
+        tmp = path.with_suffix(f".pt.partial{os.getpid()}")
+        torch.save(target.state_dict(), tmp)
         meta = {"key": k, "arch": arch, "recipe": recipe, "seed": seed, "train_images": len(train_df),
                 "held_out": len(held), "seconds": round(seconds, 1), "cpu_seconds": round(cpu, 1), "threads": 1,
-                "history": history, "held_out_metrics": held_metrics, "params": model.params()}
-        path.with_suffix(".json").write_text(json.dumps(meta, indent=1))
+                "history": history, "held_out_metrics": held_metrics, "params": model.params(),
+                "weights": {"bytes": tmp.stat().st_size, "sha256": _sha256(tmp)}}
+        # The sidecar first, then the weights: the .pt appears last, complete, with its sidecar beside it,
+        # so a kill at any point leaves either a whole entry or none (a leftover sidecar is overwritten).
+        sidecar = path.with_suffix(".json")
+        sidecar_tmp = sidecar.with_suffix(f".json.partial{os.getpid()}")
+        sidecar_tmp.write_text(json.dumps(meta, indent=1))
+        sidecar_tmp.replace(sidecar)
+        tmp.replace(path)
         log.info("mini:%s pretrained in %.0f s: %s", arch, seconds, held_metrics)
     return path
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _complete(path: Path, warn: bool = False) -> bool:
+    """Whether a zoo entry is whole: the weights, and a sidecar whose size and SHA-256 match them. An entry
+    that is not (killed mid-write, damaged on disk) is retrained; ``warn`` says so."""
+    sidecar = path.with_suffix(".json")
+    if not path.is_file():
+        return False
+    try:
+        expected = json.loads(sidecar.read_text())["weights"]
+        ok = path.stat().st_size == expected["bytes"] and _sha256(path) == expected["sha256"]
+    except (OSError, ValueError, KeyError, TypeError):
+        ok = False
+    if not ok and warn:
+        log.warning("zoo entry %s is incomplete or damaged (no sidecar, or its size/SHA-256 do not match %s): "
+                    "retraining it", sidecar, path.name)
+    return ok
 
 
 def info(arch: str) -> dict:

@@ -149,3 +149,8 @@ def test_corpus_load_caches(tmp_path, monkeypatch):
     assert corpus.info("images", **cfg)["version"] == images.VERSION
     again = corpus.load("images", **cfg)
     assert again.equals(df)
+    with open(df["path"].iloc[3], "r+b") as f:  # a damaged cached image: named, with the folder to delete
+        f.truncate(100)
+    folder = corpus.location("images", **cfg)
+    with pytest.raises(OSError, match=rf"cached corpus {folder} is damaged: 1 of {len(df)} files.*delete the folder"):
+        corpus.load("images", **cfg)

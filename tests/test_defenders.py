@@ -197,6 +197,36 @@ def test_main_prints_infer_py_lines(tmp_path, monkeypatch, capsys):
     assert sum(ln.startswith("Prediction of [") for ln in capsys.readouterr().out.splitlines()) == 1
 
 
+def test_main_keeps_scores_and_names_an_unreadable_image(tmp_path, monkeypatch, capsys):
+    folder = _write_images(tmp_path / "imgs")
+    (folder / "im1_broken.png").write_bytes(b"\x89PNG not really")  # sorted between im1 and im2
+    wdir, _, _ = _release_like(tmp_path)
+    monkeypatch.setattr(d, "load_released", lambda w, **kw: d.build(TINY).eval())
+    out_csv = tmp_path / "out" / "scores.csv"
+    args = [str(folder), "--weights", str(wdir), "--out", str(out_csv)]
+    assert d.main(args) == 2  # strict: stops at the bad file, in one line, without a traceback
+    stderr = capsys.readouterr().err
+    err = [ln for ln in stderr.splitlines() if ln.strip() and not ln.startswith("defenders:")]  # not the bar
+    assert len(err) == 1 and "im1_broken.png cannot be decoded" in err[0] and "--lenient" in err[0]
+    assert "Traceback" not in stderr and "scores.partial.csv" in err[0] and not out_csv.exists()
+    assert len(pd.read_csv(tmp_path / "out" / "scores.partial.csv")) == 2  # im0, im1: scored before it
+    assert d.main(["--lenient", *args]) == 0  # an option before the positional works too
+    captured = capsys.readouterr()
+    assert sum(ln.startswith("Prediction of [") for ln in captured.out.splitlines()) == 3
+    assert len(pd.read_csv(out_csv)) == 3 and not (tmp_path / "out" / "scores.partial.csv").exists()
+    skipped = pd.read_csv(tmp_path / "out" / "scores.skipped.csv")
+    assert skipped["path"].tolist() == [str(folder / "im1_broken.png")] and "skipped 1 unreadable" in captured.err
+
+
+@pytest.mark.parametrize("where", ["path", "weights"])
+def test_main_missing_path_or_weights_is_one_line(tmp_path, capsys, where):
+    folder = _write_images(tmp_path / "imgs")
+    path, weights = (tmp_path / "nowhere", tmp_path) if where == "path" else (folder, tmp_path / "no_weights")
+    assert d.main([str(path), "--weights", str(weights)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and ("nowhere: no such image or folder" if where == "path" else "weight.pth not found") in err[0]
+
+
 def test_dry_run_tiny():
     table = d.dry_run(TINY[1:3], size=SIZE, batch_size=2)
     assert table["logits_shape"].tolist() == [(2, 2), (2, 2)]

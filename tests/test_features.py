@@ -42,9 +42,9 @@ def _small():
 # ----------------------------------------------------------------------------- imageio
 
 def test_read_rgb_converts_and_names_bad_files(tmp_path):
-    Image.new("L", (5, 4), 7).save(tmp_path / "grey.png")
-    Image.new("RGBA", (5, 4), (1, 2, 3, 4)).save(tmp_path / "rgba.png")
-    assert imageio.read_rgb(tmp_path / "grey.png").shape == (4, 5, 3)
+    Image.new("L", (10, 8), 7).save(tmp_path / "grey.png")
+    Image.new("RGBA", (10, 8), (1, 2, 3, 4)).save(tmp_path / "rgba.png")
+    assert imageio.read_rgb(tmp_path / "grey.png").shape == (8, 10, 3)
     assert imageio.read_rgb(tmp_path / "rgba.png")[0, 0].tolist() == [1, 2, 3]
     (tmp_path / "empty.jpg").write_bytes(b"")
     Image.new("RGB", (64, 64), (200, 10, 10)).save(tmp_path / "full.jpg", quality=95)
@@ -56,6 +56,39 @@ def test_read_rgb_converts_and_names_bad_files(tmp_path):
         with pytest.raises(imageio.ImageReadError, match=needle) as e:
             imageio.read_rgb(tmp_path / name)
         assert name in str(e.value)
+
+
+def test_16_bit_grey_is_scaled_not_saturated(tmp_path):
+    ramp = np.linspace(0, 65535, 32 * 32).reshape(32, 32).astype(np.uint16)
+    Image.fromarray(ramp).save(tmp_path / "ramp16.png")
+    assert Image.open(tmp_path / "ramp16.png").mode.startswith("I")  # a 16-bit grey PNG
+    rgb = imageio.read_rgb(tmp_path / "ramp16.png")
+    assert rgb.dtype == np.uint8 and rgb.shape == (32, 32, 3)
+    # Image.convert("RGB") clips 16-bit values to 255: 99.6 % of this ramp would become white
+    np.testing.assert_allclose(rgb[..., 0], ramp / 257, atol=0.51)
+    assert (rgb == 255).mean() < 0.01
+    Image.fromarray(np.ones((16, 16), np.float32)).save(tmp_path / "float.tiff")
+    with pytest.raises(imageio.ImageReadError, match="float.tiff.*floating-point"):
+        imageio.read_rgb(tmp_path / "float.tiff")
+
+
+def test_tiny_image_is_refused_not_upscaled(tmp_path, _images):
+    Image.new("RGB", (1, 1), (9, 9, 9)).save(tmp_path / "dot.png")
+    with pytest.raises(imageio.ImageReadError, match=r"dot.png is 1x1 pixels.*lenient"):
+        imageio.read_rgb(tmp_path / "dot.png")
+    good = _images(tmp_path / "ok", 2, size=16)
+    arr, skipped = imageio.load_images([good.path[0], str(tmp_path / "dot.png"), good.path[1]], size=64, lenient=True)
+    assert arr.shape == (2, 64, 64, 3) and skipped == 1
+
+
+def test_damaged_cached_file_names_the_cache_entry(tmp_path, monkeypatch):
+    monkeypatch.setenv("DFBOOK_CACHE", str(tmp_path / "cache"))
+    entry = tmp_path / "cache" / "bench" / "faces-0123456789ab"
+    (entry / "ffpp").mkdir(parents=True)
+    (entry / "ffpp" / "0000.png").write_bytes(b"\x89PNG broken")
+    with pytest.raises(imageio.ImageReadError) as e:
+        imageio.read_rgb(entry / "ffpp" / "0000.png")
+    assert f"cache entry {entry}: delete that folder" in str(e.value) and "lenient" not in str(e.value)
 
 
 def test_load_images_strict_and_lenient(tmp_path, caplog, _images):
@@ -124,10 +157,27 @@ def test_lenient_nan_rows_and_strict_error(tmp_path, bb, _images):
     (tmp_path / "img" / "003.png").write_bytes(b"")
     with pytest.raises(imageio.ImageReadError, match="003.png"):
         features.extract(bb, df)
-    X = features.extract(bb, df, lenient=True, batch_size=4)
-    assert np.isnan(X[3]).all() and not np.isnan(np.delete(np.asarray(X), 3, 0)).any()
+    strict = features.extract(bb, df.drop(index=3), batch_size=4)
+    for cache in (True, False):  # lenient: the readable rows and their manifest, never a NaN row to train on
+        X, kept = features.extract(bb, df, lenient=True, batch_size=4, cache=cache)
+        assert X.shape == (5, 64) and not np.isnan(X).any()
+        assert kept["path"].tolist() == df.drop(index=3)["path"].tolist() and kept.attrs["skipped"] == [df.path[3]]
+        np.testing.assert_allclose(X, strict, rtol=1e-5, atol=1e-6)
     key = features.cache_key(bb, df)
     assert features.info(key)["n_skipped"] == 1 and features.info(key)["skipped_rows"] == [3]
+    out, kept = features.extract(bb, df, layer=["final", "block:0"], lenient=True)
+    assert {k: v.shape for k, v in out.items()} == {"final": (5, 64), "block:0": (5, 8)} and len(kept) == 5
+
+
+def test_damaged_cache_entry_is_extracted_again(tmp_path, bb, _images, caplog):
+    df = _images(tmp_path / "img", 4)
+    X = np.array(features.extract(bb, df))
+    npy = features._dir() / f"{features.cache_key(bb, df)}.npy"
+    npy.write_bytes(npy.read_bytes()[:-64])  # truncated on disk
+    with caplog.at_level(logging.WARNING):
+        again = features.extract(bb, df)
+    assert "damaged" in caplog.text
+    np.testing.assert_array_equal(again, X)
 
 
 def test_resume_after_interruption(tmp_path, bb, monkeypatch, _images):

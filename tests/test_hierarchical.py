@@ -32,6 +32,14 @@ def test_tree_labels_levels_and_out_of_tree():
         hier.Tree(("a",), ("a",))
 
 
+def test_tree_leaf_without_images_is_named_before_training():
+    TREE.check(_df(), apart=["ar"])
+    with pytest.raises(ValueError, match=r"GAN_LEAVES names generator\(s\) \['g9'\] with no image.*'ar', 'd1'"):
+        hier.Tree(("g1", "g9"), ("d1", "d2")).check(_df())
+    with pytest.raises(ValueError, match=r"APART names generator\(s\) \['adm'\]"):
+        TREE.check(_df(), apart=["adm"])
+
+
 def test_route_stops_at_level1_and_follows_the_branch():
     probs = {"level1": np.array([[0.9, 0.1], [0.2, 0.8], [0.2, 0.8]]),
              "level2": np.array([[0.1, 0.9], [0.9, 0.1], [0.3, 0.7]]),

@@ -114,6 +114,29 @@ def test_video_scores_ffpp_shared_video_id():
         metrics.video_scores(scores, np.zeros(len(df)), df["label"])
 
 
+def test_video_scores_refuse_nan_scores_and_missing_keys():
+    # pandas' groupby mean would skip the NaN (video "a" = 0.5) and drop the None-keyed frame
+    with pytest.raises(ValueError, match=r"1 frame score\(s\) are NaN.*\['a'\]"):
+        metrics.video_scores([0.5, np.nan, 0.2], ["a", "a", "b"])
+    with pytest.raises(ValueError, match=r"1 of 3 frame\(s\) have no video key.*rows \[1\]"):
+        metrics.video_scores([0.5, 0.9, 0.2], ["a", None, "b"])
+    with pytest.raises(ValueError, match="no video key"):
+        metrics.video_scores([0.5, 0.9], np.array(["a", np.nan], dtype=object))
+
+
+def test_balanced_accuracy_with_one_class_is_nan_not_sklearns():
+    import warnings
+
+    from sklearn.metrics import balanced_accuracy_score
+
+    y, s = np.array([1, 0, 1, 0]), np.array([0.9, 0.2, 0.4, 0.6])
+    assert metrics.balanced_accuracy(y, s) == pytest.approx(balanced_accuracy_score(y, s >= 0.5))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert balanced_accuracy_score([1, 1], [1, 0]) == 0.5  # scikit-learn: the one class's accuracy
+    assert np.isnan(metrics.balanced_accuracy([1, 1], [0.9, 0.1]))  # as the docstring says
+
+
 def test_video_scores_majority():
     v = metrics.video_scores([0.9, 0.6, 0.1, 0.2, 0.3, 0.7], ["a", "a", "a", "b", "b", "b"], agg="majority")
     assert v["score"].tolist() == pytest.approx([2 / 3, 1 / 3])

@@ -11,7 +11,7 @@ import jupytext
 import pytest
 import yaml
 
-from dfbook import paths, runner
+from dfbook import params, paths, runner
 
 ROOT = paths.repo_root()
 CHAPTERS = sorted(p for p in (ROOT / "notebooks").glob("*.md") if p.stem.lower() != "readme")
@@ -40,15 +40,16 @@ def _tagged(nb, tag):
 @pytest.mark.parametrize("path", SOURCES, ids=lambda p: p.stem)
 def test_parameters_cell(path):
     nb = _nb(path)
-    params = _tagged(nb, "parameters")
-    assert len(params) == 1, "exactly one cell tagged 'parameters'"
-    assert _code(nb)[0] is params[0], "the parameters cell is the first code cell"
-    spec = runner.parse_parameters(params[0].source)
+    cells = _tagged(nb, "parameters")
+    assert len(cells) == 1, "exactly one cell tagged 'parameters'"
+    assert _code(nb)[0] is cells[0], "the parameters cell is the first code cell"
+    spec = runner.parse_parameters(cells[0].source)
     for name, info in spec.items():
         assert name.isupper(), f"parameter {name} must be UPPER_CASE"
         assert info["help"], f"parameter {name} needs a trailing `# comment`"
-        assert info["type"] in runner.TYPES, f"parameter {name}: type {info['type']} not in {list(runner.TYPES)}"
+        assert info["type"] in params.TYPES, f"parameter {name}: type {info['type']} not in {list(params.TYPES)}"
     assert spec["PROFILE"]["default"] == "mini" and spec["DRY_RUN"]["default"] is False and "SEED" in spec
+    params.check_values(path.stem, spec, {k: v["default"] for k, v in spec.items()}, "the defaults")  # {allowed}
 
 
 @pytest.mark.parametrize("path", SOURCES, ids=lambda p: p.stem)
@@ -60,7 +61,7 @@ def test_profiles_and_expected_files(path):
         assert pfile.is_file(), f"missing {pfile}"
         values = yaml.safe_load(pfile.read_text()) or {}
         assert values.get("PROFILE") == profile
-        runner.check_values(path.stem, spec, values, str(pfile))
+        params.check_values(path.stem, spec, values, str(pfile), files=False)  # files: where the data is
         if profile == "mini":  # a student's "Run all" is the CI run
             differ = {k: v for k, v in values.items() if spec[k]["default"] != v}
             assert not differ, f"{pfile} differs from the notebook defaults: {differ}"

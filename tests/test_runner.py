@@ -35,7 +35,7 @@ def test_failing_cell_is_reported_and_no_record_left(fixture_notebooks, build_di
     res = runner.run_chapter("fixture", "mini", {"FAIL": True}, quiet=True)
     assert res.status == "failed"
     assert "ValueError: boom from the fixture notebook" in res.error
-    assert "if FAIL:" in res.error
+    assert 'line 2: raise ValueError("boom from the fixture notebook")' in res.error  # the failing line
     assert res.notebook.is_file()  # kept for inspection
     assert not (build_dir / "results" / "mini" / "fixture.json").exists()  # the earlier record is gone
 
@@ -48,6 +48,44 @@ def test_bad_parameter_value_and_name(fixture_notebooks):
     with pytest.raises(runner.RunnerError, match=r"unknown chapter 'nope'"):
         runner.read_notebook("nope")
     assert cli.main(["run", "fixture", "-p", "N", "abc"]) == 2
+
+
+def test_ranges_and_paths_are_checked_before_any_kernel(fixture_notebooks, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("DFBOOK_DATA", str(tmp_path / "data"))
+    with pytest.raises(runner.RunnerError, match=r"parameter N = -5 from command line: must be >= 10.*number of"):
+        runner.resolve_parameters("fixture", "mini", {"N": -5})
+    with pytest.raises(runner.RunnerError, match=r"DATA = 'x.csv'.*data/x.csv does not exist.*DFBOOK_DATA"):
+        runner.resolve_parameters("fixture", "mini", {"DATA": "x.csv"})
+    assert runner.resolve_parameters("fixture", "full", {"DATA": "x.csv"}, dry_run=True)["DATA"] == "x.csv"
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "x.csv").write_text("a\n")
+    assert runner.resolve_parameters("fixture", "mini", {"DATA": "x.csv"})["DATA"] == "x.csv"  # under $DFBOOK_DATA
+    assert cli.main(["run", "fixture", "-p", "DATA", str(tmp_path / "missing.csv")]) == 2
+    assert "missing.csv does not exist" in capsys.readouterr().err
+    # the same checks when the notebook is run by hand (JupyterLab): report.start makes them
+    from dfbook import report
+
+    with pytest.raises(runner.RunnerError, match="N = 3 from the notebook's parameters: must be >= 10"):
+        report.start("fixture", {"PROFILE": "mini", "DRY_RUN": False, "SEED": 0, "N": 3, "FAIL": False, "DATA": ""})
+
+
+def test_second_run_of_one_chapter_is_refused_not_failed(fixture_notebooks, build_dir):
+    """Two runs of one chapter into one build folder: the second is refused in one line; the first is not
+    disturbed (before the lock, the second deleted the first's record, which then reported a failure)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(_):
+        try:
+            return runner.run_chapter("fixture", "mini", quiet=True)
+        except runner.RunnerError as e:
+            return e
+
+    with ThreadPoolExecutor(2) as pool:
+        results = list(pool.map(one, range(2)))
+    refused = [r for r in results if isinstance(r, runner.RunnerError)]
+    done = [r for r in results if not isinstance(r, runner.RunnerError)]
+    assert len(refused) == 1 and "fixture (mini) is already running" in str(refused[0])
+    assert len(done) == 1 and done[0].status == "ok", done[0].error
 
 
 def test_profile_yaml_is_checked(fixture_notebooks):
@@ -78,8 +116,10 @@ def test_parse_parameters_rejects_non_literals():
         runner.parse_parameters("A: int = 1 + len([1])  # no\n")
     with pytest.raises(runner.RunnerError, match="NAME: type = literal"):
         runner.parse_parameters("A = 1\n")
-    spec = runner.parse_parameters("A: int = 3  # three\nB: list = [1, 2]\n")
-    assert spec["A"] == {"type": "int", "default": 3, "help": "three"}
+    spec = runner.parse_parameters("A: int = 3  # three  {>= 1}\nB: list = [1, 2]\n")
+    assert spec["A"] == {"type": "int", "default": 3, "help": "three", "allowed": ">= 1"}
+    with pytest.raises(runner.RunnerError, match=r"parameter C: cannot read the rule \{>= one\}"):
+        runner.parse_parameters("C: int = 3  # three  {>= one}\n")
 
 
 def test_kernel_that_dies_at_start_is_restarted(fixture_notebooks, tmp_path, monkeypatch):

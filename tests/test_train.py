@@ -241,6 +241,15 @@ def test_resume_with_other_settings_is_refused(tmp_path):
         train.fit(toy_model(), (x, y), config=TrainConfig(epochs=1, lr=1e-2), ckpt_dir=tmp_path, progress=False)
 
 
+def test_partials_of_killed_checkpoint_writes_are_removed(tmp_path):
+    x, y = toy_data(n=16)
+    for i in range(3):  # what SIGKILL during torch.save leaves behind (tempfile.mkstemp names)
+        (tmp_path / f"last.pt{i}abc.partial").write_bytes(b"x" * 1000)
+    (tmp_path / "other.pt1.partial").write_bytes(b"x")  # not this checkpoint's
+    train.fit(toy_model(), (x, y), config=TrainConfig(epochs=1, lr=1e-3), ckpt_dir=tmp_path, progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt", "other.pt1.partial"]
+
+
 def test_config_rejects_bad_values():
     with pytest.raises(ValueError, match="optimizer"):
         TrainConfig(epochs=1, optimizer="lamb")

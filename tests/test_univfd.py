@@ -198,6 +198,14 @@ def test_evaluate_and_per_test_set():
     assert summary["in_domain/acc"] == e["acc"] and summary["unseen/acc"] == e["acc"]
 
 
+def test_evaluate_differs_from_validate_py_only_on_ties():
+    # validate.py calls fake when p > 0.5 (the docstring says so); here p >= 0.5: one fake sits on the threshold
+    y, s = np.array([1, 1, 0, 0]), np.array([0.5, 0.8, 0.2, 0.3])
+    strict = float(np.mean((s > 0.5) == y))
+    assert U.evaluate(y, s)["acc"] == 1.0 and strict == 0.75
+    assert U.evaluate(y, s + 0.01)["acc"] == float(np.mean((s + 0.01 > 0.5) == y))  # no tie: the same number
+
+
 def test_spectrum_features_separate_checkerboard_from_smooth(tmp_path):
     from dfbook.bench import camera
 

@@ -160,6 +160,30 @@ def test_clip_recipe_levers_keep_the_image_tower_at_init(tmp_path, recipe, kept,
     assert not torch.equal(state[trained], init[trained])
 
 
+def test_an_entry_is_whole_or_retrained(tmp_path, monkeypatch, caplog):
+    """A kill between the weights and their sidecar, a stale partial file, damaged weights: the next call
+    retrains that member instead of failing on it for good."""
+    import logging
+
+    df = _pool(tmp_path / "pool", n=40)
+    recipe = {"steps": 2, "batch_size": 16}
+    path = zoo.pretrain("convnext", df=df, recipe=recipe, out_dir=tmp_path)
+    sidecar, weights = path.with_suffix(".json"), path.read_bytes()
+    calls = []
+    monkeypatch.setattr(zoo, "_fit_cnn", lambda *a, **k: calls.append(1) or [0.0])
+    sidecar.unlink()  # as a kill between the .pt and its sidecar left it
+    (tmp_path / f"{path.stem}.pt.partial123").write_bytes(b"half")  # a write killed mid-way
+    assert zoo.pretrain("convnext", df=df, recipe=recipe, out_dir=tmp_path) == path
+    assert calls == [1] and sidecar.is_file() and not list(tmp_path.glob("*.partial*"))
+    assert pd.read_json(sidecar, typ="series")["weights"]["bytes"] == path.stat().st_size
+
+    path.write_bytes(weights[:100] + bytes(10) + weights[110:])  # same size, other bytes
+    with caplog.at_level(logging.WARNING):
+        zoo.pretrain("convnext", df=df, recipe=recipe, out_dir=tmp_path)
+    assert calls == [1, 1] and "incomplete or damaged" in caplog.text
+    assert zoo.pretrain("convnext", df=df, recipe=recipe, out_dir=tmp_path) == path and calls == [1, 1]  # a hit
+
+
 def test_cache_keys_follow_the_generating_source(monkeypatch):
     from dfbook import paths
     from dfbook.bench import corpus

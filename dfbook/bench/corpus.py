@@ -4,7 +4,8 @@
 generating it first when it is not cached. The cache key holds the generator module's ``VERSION``,
 its ``DEFAULTS`` overridden by ``params`` and a digest of the generating source files — everything
 that changes the bytes — so a changed generator or parameter never returns stale images. Generation happens in a temporary folder that
-is renamed into place when complete, under a file lock, so two notebooks running at once are safe.
+is renamed into place when complete, under a file lock, so two notebooks running at once are safe. Every load
+checks each file against the size recorded at generation and, if one changed, names the folder to delete.
 """
 
 from __future__ import annotations
@@ -65,14 +66,24 @@ def load(kind: str, **params) -> pd.DataFrame:
                 t0 = time.perf_counter()
                 df = mod.generate(tmp, **full)
                 manifest.write(df, tmp / "manifest.csv")
+                sizes = {p: (tmp / p).stat().st_size for p in df["path"]}
                 (tmp / "params.json").write_text(json.dumps(
                     {"kind": kind, "version": mod.VERSION, "params": full,
-                     "seconds": round(time.perf_counter() - t0, 2)}, indent=1, default=str))
+                     "seconds": round(time.perf_counter() - t0, 2), "bytes": sizes}, indent=1, default=str))
                 shutil.rmtree(final, ignore_errors=True)
                 tmp.rename(final)
-    df = manifest.read(done)
-    df["path"] = [str(final / p) for p in df["path"]]
-    return df
+    _verify(final)
+    return manifest.read(done)  # relative paths resolved against the corpus folder
+
+
+def _verify(folder: Path) -> None:
+    """Every generated file is there with the size it was written with; else say which cache to delete."""
+    expected = json.loads((folder / "params.json").read_text()).get("bytes", {})
+    bad = [p for p, n in expected.items() if not (folder / p).is_file() or (folder / p).stat().st_size != n]
+    if bad:
+        raise OSError(f"the cached corpus {folder} is damaged: {len(bad)} of {len(expected)} files are missing or "
+                      f"changed since generation (e.g. {bad[:3]}); delete the folder {folder} and rerun, which "
+                      "regenerates it")
 
 
 def info(kind: str, **params) -> dict:

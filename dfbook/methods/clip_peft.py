@@ -257,13 +257,11 @@ def load_frames(frames: str = "", domain: str = "ffpp") -> pd.DataFrame:
         df = corpus.load("faces")
         df = df[df["domain"] == domain]
     else:
-        path = Path(frames) if Path(frames).is_absolute() else paths.data_dir() / frames
+        path = paths.resolve_data_path(frames)
         if not path.is_file():
             raise FileNotFoundError(f"frame manifest {path} not found; make it with `dfbook prepare` (see "
                                     "data/README.md, section 'ffpp') or pass FRAMES='' for the mini corpus")
         df = manifest.read(path)
-        rel = ~df["path"].map(lambda q: Path(q).is_absolute())
-        df.loc[rel, "path"] = [str(path.parent / q) for q in df.loc[rel, "path"]]
     return df.sort_values("path", kind="stable").reset_index(drop=True)
 
 

@@ -325,25 +325,38 @@ def list_images(path: str | Path) -> list[Path]:
     return images
 
 
+class PredictionStopped(OSError):
+    """Strict :func:`predict` met an unreadable image. The message names it; ``scored`` is the table of the
+    images scored before it, so that work is not lost."""
+
+    def __init__(self, message: str, scored: pd.DataFrame):
+        super().__init__(message)
+        self.scored = scored
+
+
 def predict(source: str | Path | Sequence[str | Path], model: MixtureOfExperts, *, face_crop: str | None = None,
-            crop_scale: float = 1.3, size: int = INPUT_SIZE, batch_size: int = 1, progress: bool = True
-            ) -> pd.DataFrame:
+            crop_scale: float = 1.3, size: int = INPUT_SIZE, batch_size: int = 1, progress: bool = True,
+            lenient: bool = False) -> pd.DataFrame:
     """P(fake) per image of a file, a folder or a list of files.
 
     Returns one row per image: ``path``, ``score`` (P(fake) in [0, 1], the mixture), ``p_<i>`` (expert
     ``i``'s P(fake)), and with ``face_crop`` (``"haar"`` / ``"mtcnn"``) ``face_found``: images without a
-    detected face are scored whole and flagged (their count is logged), never dropped. Unreadable
-    images raise (:class:`dfbook.imageio.ImageReadError`). ``batch_size=1`` as in ``infer.py``: the
+    detected face are scored whole and flagged (their count is logged), never dropped. An unreadable image
+    (:func:`dfbook.imageio.read_rgb`: missing, empty, truncated, too small) raises :class:`PredictionStopped`,
+    which carries the rows scored before it; ``lenient=True`` skips it instead and lists every skipped file
+    in ``table.attrs["skipped"]`` (a frame ``path, reason``). ``batch_size=1`` as in ``infer.py``: the
     seven 512² experts need several GB per image batch on a GPU.
     """
-    from dfbook.imageio import read_rgb
+    from dfbook.imageio import ImageReadError, read_rgb
 
     paths = [Path(p) for p in source] if isinstance(source, (list, tuple)) else list_images(source)
     detect = face_detector(face_crop) if face_crop else None
     device = next(model.parameters()).device
-    rows, batch = [], []
+    rows, batch, skipped = [], [], []
 
     def flush():
+        if not batch:
+            return
         x = torch.stack([t for _, t in batch]).to(device)
         with torch.inference_mode():
             probs = model.expert_probs(x).cpu().numpy().astype(float)
@@ -353,7 +366,14 @@ def predict(source: str | Path | Sequence[str | Path], model: MixtureOfExperts, 
 
     model.eval()
     for path in runtime.bar(paths, desc="defenders", unit="img", progress=progress):
-        rgb = read_rgb(path)
+        try:
+            rgb = read_rgb(path)
+        except ImageReadError as e:
+            if not lenient:
+                flush()
+                raise PredictionStopped(str(e), pd.DataFrame(rows)) from e
+            skipped.append({"path": str(path), "reason": str(e)})
+            continue
         row = {"path": str(path)}
         if detect is not None:
             box = detect(rgb)
@@ -364,10 +384,12 @@ def predict(source: str | Path | Sequence[str | Path], model: MixtureOfExperts, 
         batch.append((row, preprocess(rgb, size)))
         if len(batch) == batch_size:
             flush()
-    if batch:
-        flush()
+    flush()
     out = pd.DataFrame(rows)
-    if detect is not None and not out["face_found"].all():
+    out.attrs["skipped"] = pd.DataFrame(skipped, columns=["path", "reason"])
+    if skipped:
+        log.warning("skipped %d unreadable image(s) of %d, e.g. %s", len(skipped), len(paths), skipped[0]["path"])
+    if detect is not None and len(out) and not out["face_found"].all():
         log.warning("%d of %d image(s) had no detected face and were scored whole (face_found=False)",
                     int((~out["face_found"]).sum()), len(out))
     return out
@@ -595,9 +617,7 @@ def load_corpora(faces_csv: str = "", images_csv: str = "") -> tuple[pd.DataFram
     def one(csv, kind):
         if not csv:
             return corpus.load(kind)
-        path = paths.data_dir() / csv
-        df = manifest.read(path)
-        return df.assign(path=[str(p if Path(p).is_absolute() else path.parent / p) for p in df["path"]])
+        return manifest.read(paths.resolve_data_path(csv))
     return one(faces_csv, "faces"), one(images_csv, "images")
 
 
@@ -774,6 +794,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
     p.add_argument("--batch-size", type=int, default=1)
     p.add_argument("--out", type=Path, help="also write the table (path, score, p_0..p_6) to this CSV")
+    p.add_argument("--lenient", action="store_true",
+                   help="skip unreadable images instead of stopping at the first; they are listed on stderr and, "
+                        "with --out, in OUT's .skipped.csv")
     p.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA averages")
     p.add_argument("--dry-run", action="store_true",
                    help="build the seven experts at 512x512 with random weights, push 2 batches, print "
@@ -781,12 +804,36 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _sibling(out: Path, kind: str) -> Path:
+    """``scores.csv`` -> ``scores.<kind>.csv``."""
+    return out.with_name(f"{out.stem}.{kind}{out.suffix or '.csv'}")
+
+
+def _emit(table: pd.DataFrame, out: Path | None, *, partial: bool = False) -> str:
+    """Print ``infer.py``'s line per scored image and write the table (to ``OUT.partial.csv`` for the images
+    scored before a strict run stopped, so the unfinished table is never taken for the full one)."""
+    for row in table.itertuples():
+        print(f"Prediction of [{row.path}] being Deepfake: {row.score:10.9f}")  # infer.py's line
+    if out is None:
+        return ""
+    target = _sibling(out, "partial") if partial else out
+    target.parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(target, index=False)
+    if not partial:
+        _sibling(out, "partial").unlink(missing_ok=True)  # an earlier stopped run's table is superseded
+    return str(target)
+
+
 def main(argv: list[str] | None = None) -> int:
-    """``dfbook predict-defenders PATH --weights DIR [--face-crop [haar|mtcnn]] [--out CSV]`` or
-    ``dfbook predict-defenders --dry-run``. Returns the process exit code."""
+    """``dfbook predict-defenders PATH --weights DIR [--face-crop [haar|mtcnn]] [--out CSV] [--lenient]`` or
+    ``dfbook predict-defenders --dry-run``. Returns the process exit code: 0 done, 2 a user error (one line on
+    stderr: a missing path or weights file, or -- without ``--lenient`` -- an unreadable image, after the
+    scores computed before it are printed and, with ``--out``, written to ``OUT.partial.csv``)."""
     parser = _parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    if args.batch_size < 1:
+        parser.error(f"--batch-size must be at least 1, got {args.batch_size}")
     if args.dry_run:
         table = dry_run(batch_size=args.batch_size)
         print(table.to_string(index=False))
@@ -794,14 +841,31 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.path is None or args.weights is None:
         parser.error("PATH and --weights DIR are required (or use --dry-run)")
-    model = load_released(args.weights, device=args.device, use_ema=not args.no_ema)
-    table = predict(args.path, model, face_crop=args.face_crop, batch_size=args.batch_size)
-    for row in table.itertuples():
-        print(f"Prediction of [{row.path}] being Deepfake: {row.score:10.9f}")  # infer.py's line
-    if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        table.to_csv(args.out, index=False)
-        print(f"wrote {args.out}")
+    try:
+        images = list_images(args.path)  # before the minutes of loading seven experts
+        model = load_released(args.weights, device=args.device, use_ema=not args.no_ema)
+        table = predict(images, model, face_crop=args.face_crop, batch_size=args.batch_size, lenient=args.lenient)
+    except PredictionStopped as e:
+        where = _emit(e.scored, args.out, partial=True)
+        kept = f"; the {len(e.scored)} score(s) computed before it are in {where}" if where and len(e.scored) else ""
+        print(f"dfbook predict-defenders: {e}{kept}. Rerun with --lenient to score every readable image and "
+              "list the unreadable ones", file=sys.stderr)
+        return 2
+    except (OSError, ValueError) as e:
+        print(f"dfbook predict-defenders: {e}", file=sys.stderr)
+        return 2
+    where = _emit(table, args.out)
+    if where:
+        print(f"wrote {where}")
+    skipped = table.attrs["skipped"]
+    if len(skipped):
+        listed = _sibling(args.out, "skipped") if args.out is not None else None
+        if listed is not None:
+            skipped.to_csv(listed, index=False)
+        print(f"dfbook predict-defenders: skipped {len(skipped)} unreadable image(s) of {len(images)}"
+              + (f", listed in {listed}" if listed else "") + ":", file=sys.stderr)
+        for row in skipped.itertuples():
+            print(f"  {row.reason}", file=sys.stderr)
     return 0
 
 

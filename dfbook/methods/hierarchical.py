@@ -64,6 +64,16 @@ class Tree:
         if both or not self.gan or not self.dm:
             raise ValueError(f"Tree needs disjoint, non-empty GAN and DM leaves; shared: {sorted(both)}")
 
+    def check(self, df: pd.DataFrame, apart: Sequence[str] = ()) -> None:
+        """Raise before any training when a leaf (or an ``apart`` generator) has no fake image in ``df``: a node
+        would train with an empty class, or a name is misspelt. The message lists the generators ``df`` has."""
+        have = set(df.loc[df["label"] == 1, "method"].astype(str))
+        for what, names in (("GAN_LEAVES", self.gan), ("DM_LEAVES", self.dm), ("APART", apart)):
+            missing = [n for n in names if n not in have]
+            if missing:
+                raise ValueError(f"{what} names generator(s) {missing} with no image in the data; the data's "
+                                 f"generators are {sorted(have)}")
+
     @property
     def leaves(self) -> tuple[str, ...]:
         return ("real", *self.gan, *self.dm)

@@ -174,7 +174,7 @@ def imagenet_weights(path: str | Path | None = "") -> Path:
     first existing :func:`imagenet_weight_candidates`. Raises ``FileNotFoundError`` saying what to download and
     where to put it. ``--dry-run`` needs no weights: it calls ``build_full(imagenet_weights=None)`` directly."""
     if path:
-        path = Path(path).expanduser()
+        path = paths.resolve_data_path(path)
         if not path.is_file():
             raise FileNotFoundError(f"IMAGENET_WEIGHTS={str(path)!r} does not exist; give the path of Cadene's "
                                     "ImageNet Xception file xception-b5690688.pth (DeepfakeBench release "
@@ -472,8 +472,8 @@ def default_checkpoint() -> Path:
 def load_deepfakebench(model: UCF, path: str | Path | None = None) -> UCF:
     """Load a DeepfakeBench UCF checkpoint (``torch.save(model.state_dict())`` of ``UCFDetector``) with strict key
     matching. A ``module.`` prefix (DataParallel/DDP) and ``{'state_dict': ...}`` wrapping are removed first.
-    ``path`` defaults to ``$DFBOOK_DATA/weights/deepfakebench/ucf_best.pth``."""
-    path = Path(path) if path is not None else default_checkpoint()
+    ``path`` (relative: under ``$DFBOOK_DATA``) defaults to ``$DFBOOK_DATA/weights/deepfakebench/ucf_best.pth``."""
+    path = paths.resolve_data_path(path) if path else default_checkpoint()
     if not path.is_file():
         raise FileNotFoundError(
             f"UCF checkpoint not found at {path}. Download 'ucf_best.pth' from the DeepfakeBench GitHub release "

@@ -328,9 +328,9 @@ class Probe(nn.Module):
 def load_fc_weights(path, dim: int) -> nn.Linear:
     """The released ``pretrained_weights/fc_weights.pth`` (a ``Linear(768, 1)`` state dict, 4 kB) as a head.
     It expects un-normalised ViT-L/14 ``encode_image`` features (card §A10.14)."""
-    from pathlib import Path
+    from dfbook import paths
 
-    path = Path(path)
+    path = paths.resolve_data_path(path)
     if not path.is_file():
         raise FileNotFoundError(f"fc_weights file {path} does not exist; download pretrained_weights/fc_weights.pth "
                                 f"from {SOURCE.split('@')[0]} and pass its path as FC_WEIGHTS")
@@ -436,9 +436,17 @@ def full_protocol(cnndetection: pd.DataFrame, diffusion: pd.DataFrame | None = N
 # ----------------------------------------------------------------------------------------------- evaluation
 
 def evaluate(y, s, threshold: float = 0.5) -> dict[str, float]:
-    """UnivFD's ``validate.py`` numbers as fractions: ``ap``, ``acc`` (at ``threshold``), ``real_acc``,
-    ``fake_acc`` and ``oracle_acc`` (best threshold chosen on these very scores: an optimistic bound), plus
-    ``n_real`` / ``n_fake``. With one class only, AP/oracle are NaN and only that class's accuracy is given."""
+    """The quantities UnivFD's ``validate.py`` reports, as fractions: ``ap``, ``acc`` (at ``threshold``),
+    ``real_acc``, ``fake_acc`` and ``oracle_acc`` (best threshold chosen on these very scores: an optimistic
+    bound), plus ``n_real`` / ``n_fake``. With one class only, AP/oracle are NaN and only that class's accuracy
+    is given.
+
+    AP is the same number; the others follow this package's decision rule and can differ from ``validate.py``
+    on ties. ``validate.py`` calls a sample fake when ``p > threshold`` (here ``p >= threshold``), and its
+    ``find_best_threshold`` chooses the oracle threshold with ``>=`` and then scores it with ``>``, so the samples
+    at the chosen score count as real; :func:`dfbook.metrics.oracle_accuracy` scores its threshold with the
+    rule that chose it, so it is never below ``validate.py``'s oracle. Both differ only for scores exactly equal
+    to a threshold."""
     y, s = np.asarray(y), np.asarray(s, dtype=float)
     both = len(np.unique(y)) == 2
     out = {"n_real": int((y == 0).sum()), "n_fake": int((y == 1).sum()),

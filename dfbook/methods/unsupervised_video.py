@@ -276,11 +276,9 @@ def dlib_landmarks(df: pd.DataFrame, model_file: str | Path, progress: bool = Tr
     """``full`` profile: dlib-68 landmarks ``(N, 68, 2)`` float32 for face crops (NaN rows where dlib's frontal
     detector, upsample 0, finds no face), with a user-supplied ``shape_predictor_68_face_landmarks.dat``
     (a relative path is taken under ``$DFBOOK_DATA``)."""
-    path = Path(str(model_file)).expanduser() if model_file else None
-    if path is not None and not path.is_absolute():
-        from dfbook import paths
+    from dfbook import paths
 
-        path = paths.data_dir() / path
+    path = paths.resolve_data_path(str(model_file)) if model_file else None
     if path is None or not path.is_file():
         raise FileNotFoundError(
             f"landmark model {str(model_file)!r} not found. Stage 1 needs dlib's 68-point predictor: download "
@@ -887,8 +885,7 @@ def landmarks_for(df: pd.DataFrame, model_file: str = "", *, progress: bool = Tr
     if model_file:
         from dfbook import backbones, manifest, paths
 
-        model = Path(str(model_file)).expanduser()
-        model = model if model.is_absolute() else paths.data_dir() / model
+        model = paths.resolve_data_path(str(model_file))
         ident = backbones.file_identity(model) if model.is_file() else "missing"  # dlib_landmarks says what to do
         key = _hash({"version": VERSION, "files": manifest.content_hash(df, ["path"]), "model": ident})
         cache = paths.cache_dir("unsupervised_video", "landmarks") / f"landmarks-{key}.npy"
