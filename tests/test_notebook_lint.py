@@ -120,3 +120,16 @@ def test_tables_and_figures_are_shown_by_the_run_not_by_a_return_value(path):
         last = tree.body[-1] if tree.body else None
         if isinstance(last, ast.Expr):
             assert ast.unparse(last.value) not in recorded, f"`{ast.unparse(last.value)}` is shown twice"
+
+
+# The leaderboard (issue 21) trains nothing: it scores the detectors the other chapters saved.
+TRAINS_DETECTORS = [p for p in CHAPTERS if p.stem != "leaderboard"]
+
+
+@pytest.mark.parametrize("path", TRAINS_DETECTORS, ids=lambda p: p.stem)
+def test_chapter_says_whether_its_detectors_learn(path):
+    """Issue 17: every chapter shows its detectors' in-distribution numbers (dfbook.learns) under a "Does it learn?"
+    heading before its comparisons are read."""
+    text = path.read_text()
+    assert "### Does it learn?" in text, f"{path.name}: no 'Does it learn?' section"
+    assert 'run.table("does_it_learn", learns.does_it_learn(run,' in text, f"{path.name}: no learns.does_it_learn table"
