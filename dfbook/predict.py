@@ -69,7 +69,7 @@ def video_frames(path: Path, n_frames: int, face, scale: float) -> tuple[list[np
         box = face(rgb) if face is not None else None
         crops.append(np.ascontiguousarray(prepare.square_crop(rgb, box[0], scale)) if box is not None else rgb)
         idx.append(i)
-        found.append(box is not None)
+        found.append(None if face is None else box is not None)
     if not crops:
         raise prepare.UnreadableInput(f"video {path}: none of its sampled frames decodes; re-download it, or pass "
                                       "--lenient to skip and count such files")
@@ -111,7 +111,8 @@ def predict(det, files: list[tuple[Path, str]], *, batch_size: int = 64, n_frame
 
 
 def _files(rows) -> pd.DataFrame:
-    return pd.DataFrame(rows, columns=["path", "kind", "score", "frames", "faces_found"])
+    out = pd.DataFrame(rows, columns=["path", "kind", "score", "frames", "faces_found"])
+    return out.astype({"frames": "Int64", "faces_found": "Int64"})
 
 
 def _sibling(out: Path, kind: str) -> Path:
