@@ -251,11 +251,11 @@ def record(run, matrix: pd.DataFrame, reproduced: pd.DataFrame) -> None:
     """Record in the run: ``reproduced/max_abs_diff`` (over every detector), and per detector ``<ref>/<task>/
     <dataset>/{frame,video}_auc`` with their intervals (``<ref>/in_distribution/...`` for its own rows) and the
     mean frame AUC per shared task (unseen manipulations only)."""
-    run.metric("reproduced/max_abs_diff", float(reproduced["max_abs_diff"].max()) if len(reproduced) else float("nan"))
+    run.metric("reproduced/max_abs_diff", float(reproduced["max_abs_diff"].max()) if len(reproduced) else float("nan"),
+               headline=True)
     for r in matrix[matrix["metric"].isin(["frame_auc", "video_auc"])].itertuples(index=False):
         where = r.task if r.task == "in_distribution" else f"{r.task}/{r.dataset}"
-        run.metric(f"{r.detector}/{where}/{r.metric}", r.value, ci=None if pd.isna(r.lo) else (r.lo, r.hi), n=r.n,
-                   headline=(r.detector, r.task, r.metric) == (matrix["detector"].iloc[0], "in_distribution", "frame_auc"))
+        run.metric(f"{r.detector}/{where}/{r.metric}", r.value, ci=None if pd.isna(r.lo) else (r.lo, r.hi), n=r.n)
     auc = matrix[(matrix["metric"] == "frame_auc") & (matrix["task"] != "in_distribution")]
     auc = auc[~((auc["task"] == "manipulation") & auc["seen"])]
     for (det, task), v in auc.groupby(["detector", "task"])["value"].mean().items():
