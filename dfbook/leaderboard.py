@@ -2,12 +2,14 @@
 
 Tasks (``mini``: the benchmark's held-out test splits, :mod:`dfbook.bench`):
 
-- ``in_distribution``: each detector's own in-distribution test rows (its card's ``in_distribution.csv``), scored
-  again from the files -- the saved detector must reproduce the scores its chapter saved (``reproduced`` column);
+- ``in_distribution``: each detector's own in-distribution test rows (its card's ``in_distribution.csv``); up to
+  ``max_rows`` of them (whole videos) are scored again from the files, and the saved detector must reproduce the
+  scores its chapter saved (``reproduced``), so the cell uses every saved row's score;
 - ``manipulation``: FF++-like test reals against each manipulation (``seen`` says whether the detector trained on it);
 - ``cross_dataset``: each other capture domain's test split (Celeb-DF-like, WildDeepfake-like, UADFV-like);
 - ``generator_family``: the generated-image test split, one set per family (GAN, diffusion, ...), against its reals;
-- ``perturbation``: the in-distribution rows re-encoded at test time (JPEG, Gaussian blur, down- and up-resizing).
+- ``perturbation``: the re-scored in-distribution rows re-encoded at test time (JPEG, Gaussian blur, down- and
+  up-resizing); ``perturbation: none`` is the same rows clean, the reference the degradations are read against.
 
 Every cell gets frame AUC and video AUC (videos keyed by ``dataset/method/video_id``, never by folder name) with
 95 % bootstrap intervals over whole videos, AP, EER and TPR at FPR 1e-2. Every detector's checkpoint was chosen
@@ -155,7 +157,7 @@ def detector_sets(card: Mapping, folder: Path, *, max_rows: int = 400, seed: int
             n += int((rows["key"] == keys[i]).sum())
         rows = rows[rows["key"].isin(keep)].reset_index(drop=True)
     ref = card["ref"]
-    out = [EvalSet("in_distribution", ref, rows, detector=ref)]
+    out = [EvalSet("in_distribution", ref, rows, detector=ref), EvalSet("perturbation", "none", rows, detector=ref)]
     for kind, levels in PERTURBATIONS.items():
         for level in levels:
             out.append(EvalSet("perturbation", f"{kind}={level}", rows, perturb=(kind, level), detector=ref))
@@ -231,12 +233,13 @@ def evaluate(detectors: Mapping[str, object], shared: Sequence[EvalSet], *, n_bo
         own = detector_sets(card, Path(det.path), max_rows=max_rows, seed=seed)
         for es in [*own, *shared]:
             s = det.predict(images.get(es.rows["path"].astype(str).tolist(), es.perturb), batch_size=batch_size)
-            if es.task == "in_distribution":
+            if es.task == "in_distribution":  # re-scored rows must give the saved scores; the cell uses them all
                 full = pd.read_csv(Path(det.path) / "in_distribution.csv")
                 saved = full.set_index("path")["score"].reindex(es.rows["path"]).to_numpy()
                 repro.append({"detector": ref, "max_abs_diff": float(np.max(np.abs(saved - s))),
                               "card_frame_auc": card["in_distribution"]["frame_auc"]["value"],
                               "rows_rescored": int(len(s)), "rows_saved": int(len(full))})
+                es, s = EvalSet(es.task, es.dataset, full, detector=ref), full["score"].to_numpy()
             seen = bool(es.methods) and set(es.methods) <= trained_on
             for metric, v in cell(es.rows["label"], s, _keys(es.rows), video_rule=det.video_rule, n_boot=n_boot,
                                   seed=seed).items():
@@ -257,7 +260,7 @@ def record(run, matrix: pd.DataFrame, reproduced: pd.DataFrame) -> None:
         where = r.task if r.task == "in_distribution" else f"{r.task}/{r.dataset}"
         run.metric(f"{r.detector}/{where}/{r.metric}", r.value, ci=None if pd.isna(r.lo) else (r.lo, r.hi), n=r.n)
     auc = matrix[(matrix["metric"] == "frame_auc") & (matrix["task"] != "in_distribution")]
-    auc = auc[~((auc["task"] == "manipulation") & auc["seen"])]
+    auc = auc[~((auc["task"] == "manipulation") & auc["seen"]) & ~((auc["task"] == "perturbation") & (auc["dataset"] == "none"))]
     for (det, task), v in auc.groupby(["detector", "task"])["value"].mean().items():
         run.metric(f"{det}/{task}/mean_frame_auc", v)
 
@@ -299,6 +302,10 @@ def summary(matrix: pd.DataFrame) -> pd.DataFrame:
             part = d[(d["task"] == task) & (d["metric"] == "frame_auc")]
             if task == "manipulation":
                 part = part[~part["seen"]]
+            if task == "perturbation":
+                clean = part[part["dataset"] == "none"]
+                row["re-scored rows, clean frame_auc"] = clean["value"].mean() if len(clean) else np.nan
+                part = part[part["dataset"] != "none"]
             row[f"{label} frame_auc"] = part["value"].mean() if len(part) else np.nan
         rows.append(row)
     return pd.DataFrame(rows)
