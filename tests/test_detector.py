@@ -319,3 +319,26 @@ def test_unsupervised_fork_reproduces(build_dir, faces):
     table = uv.save_detectors(_run("unsupervised_video"), enc, clf, True, {"ffpp": {"test/ffpp": test}},
                               {"test/ffpp": chapter}, test, backbone="mini:convnext", domain="ffpp", size=32)
     _reload_and_check(table.loc["unsupervised_video/fork"], "unsupervised_video/fork", test, chapter)
+
+
+@pytest.mark.slow
+def test_defenders_released_stand_in_loads_as_released(build_dir, faces, tmp_path):
+    from dfbook import imageio
+    from dfbook.methods import defenders
+
+    test = _pick(faces, 4, split="test", dataset="ffpp")
+    archs = ["mini:resnet", "mini:resnet"]  # stand-ins for the release's seven timm experts
+    mixture = defenders.MixtureOfExperts([defenders.make_expert(a, pretrained=False, init_seed=i)
+                                          for i, a in enumerate(archs)])
+    wdir = defenders.save_released(mixture, tmp_path / "release")  # weight.pth + ema.state, the release's layout
+    released = defenders.load_released(wdir, archs)
+    experts = {f"cluster_{i}": e for i, e in enumerate(released.experts)}
+    scores = {"seen": pd.DataFrame({"mixture": np.zeros(len(test))})}
+    defenders.save_detectors(_run("defenders"), experts, archs, {"seen": test, "pool": test}, scores, size=32,
+                             released=released, released_from=str(wdir), released_archs=archs, released_size=32)
+    det = D.load("defenders/mixture_released")
+    assert det.card["source"] == "released" and det.card["released_from"] == str(wdir)
+    x = torch.stack([defenders.preprocess(imageio.read_rgb(p), 32) for p in test["path"]])
+    with torch.inference_mode():
+        expect = released(x).numpy()
+    assert np.max(np.abs(det.predict(test["path"].tolist()) - expect)) < 1e-5

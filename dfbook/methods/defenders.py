@@ -875,7 +875,8 @@ def main(argv: list[str] | None = None) -> int:
 # ---------------------------------------------------------------------------------------------
 def save_detectors(run, experts: Mapping[str, nn.Module], archs: Sequence[str], sets: Mapping[str, pd.DataFrame],
                    scores: Mapping[str, pd.DataFrame], *, size: int, released: MixtureOfExperts | None = None,
-                   released_from: str = "") -> pd.DataFrame:
+                   released_from: str = "", released_archs: Sequence[str] = FULL_EXPERTS,
+                   released_size: int = INPUT_SIZE) -> pd.DataFrame:
     """Save the mixture of the cluster experts (mean of their P(fake), EMA weights; each expert chosen as the
     final EMA state and validated on its held-out cluster) -- and the released mixture when the chapter loaded
     it -- as :class:`dfbook.detector.Detector` s, scored on the ``seen`` test set; returns the summary table."""
@@ -893,11 +894,11 @@ def save_detectors(run, experts: Mapping[str, nn.Module], archs: Sequence[str], 
                           chapter_scores=scores["seen"]["mixture"].to_numpy())]
     if released is not None:
         out.append(D.save_trained(run, D.Detector("mixture_released", "defenders", released,
-                                                  D.Preprocess(INPUT_SIZE, IMAGENET_MEAN, IMAGENET_STD,
+                                                  D.Preprocess(released_size, IMAGENET_MEAN, IMAGENET_STD,
                                                                mode="normalise_resize"),
                                                   {"function": "dfbook.methods.defenders:build",
-                                                   "kwargs": {"archs": list(FULL_EXPERTS)}}, output="probability"),
-                                  sets["seen"], architecture=f"the released mixture of {len(FULL_EXPERTS)} experts",
+                                                   "kwargs": {"archs": list(released_archs)}}, output="probability"),
+                                  sets["seen"], architecture=f"the released mixture of {len(released_archs)} experts",
                                   protocol="DeepFakeDefenders' released weight.pth + ema.state (EMA baked in)",
                                   selection="released", source="released", released_from=released_from))
     return D.saved_table(out)
