@@ -21,7 +21,6 @@ beside the validation-selected one. :func:`export` writes the matrix as one row 
 
 from __future__ import annotations
 
-import html
 import io
 import json
 from collections.abc import Mapping, Sequence
@@ -334,33 +333,6 @@ def selection_inflation(records: Mapping[str, dict]) -> pd.DataFrame:
 
 
 # ---------------------------------------------------------------------------------------------- outputs
-def sortable_html(table: pd.DataFrame, *, digits: int = 3, caption: str = "") -> str:
-    """An HTML table that ``dfbook/data/sortable.js`` makes sortable (click a header; numbers sort as numbers)."""
-    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in table.columns)
-    body = []
-    for _, r in table.iterrows():
-        cells = []
-        for v in r:
-            if isinstance(v, (float, np.floating)):
-                cells.append(f'<td data-sort="{v if np.isfinite(v) else ""}">{"" if not np.isfinite(v) else f"{v:.{digits}f}"}</td>')
-            else:
-                cells.append(f"<td>{html.escape(str(v))}</td>")
-        body.append("<tr>" + "".join(cells) + "</tr>")
-    cap = f"<caption>{html.escape(caption)}</caption>" if caption else ""
-    return (f'<div style="overflow-x: auto; max-width: 100%"><table class="dfbook-sortable">{cap}<thead><tr>{head}'
-            f'</tr></thead><tbody>{"".join(body)}</tbody></table></div>')
-
-
-def show_sortable(table: pd.DataFrame, **kw) -> None:
-    """Display :func:`sortable_html` in the executing notebook (no-op outside a kernel)."""
-    from dfbook.report import _in_kernel
-
-    if _in_kernel():
-        from IPython.display import HTML, display
-
-        display(HTML(sortable_html(table, **kw)))
-
-
 def schema() -> dict:
     return json.loads((resources.files("dfbook") / "data" / SCHEMA).read_text())
 

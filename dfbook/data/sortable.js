@@ -1,10 +1,11 @@
-// Sortable tables of the book (dfbook.leaderboard.sortable_html): click a header to sort by that column,
-// click again to reverse. Cells with data-sort sort by that number; the others as text. No dependencies.
+// Sortable tables of the book: every table a chapter recorded (run.table; staged by dfbook.book inside
+// [data-dfbook-table]) and any table.dfbook-sortable. Click a header to sort by that column, click again to
+// reverse. A cell whose text is a number sorts as that number, the others as text. No dependencies.
 (function () {
   function key(cell) {
-    var v = cell.getAttribute("data-sort");
-    if (v !== null) { return v === "" ? NaN : parseFloat(v); }
-    return cell.textContent.trim();
+    var t = cell.textContent.trim();
+    if (t === "" || t === "NaN" || t === "nan") { return NaN; }
+    return /^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$/.test(t) ? parseFloat(t) : t;
   }
   function sortBy(table, col, asc) {
     var body = table.tBodies[0];
@@ -22,9 +23,11 @@
     rows.forEach(function (r) { body.appendChild(r); });
   }
   function init() {
-    var tables = document.querySelectorAll("table.dfbook-sortable");
+    var tables = document.querySelectorAll("table.dfbook-sortable, [data-dfbook-table] table");
     Array.prototype.forEach.call(tables, function (table) {
-      var heads = table.tHead ? table.tHead.rows[0].cells : [];
+      if (!table.tHead || !table.tBodies.length) { return; }
+      var head = table.tHead.rows[table.tHead.rows.length - 1];  // pandas' index-name row comes last
+      var heads = head.cells;
       Array.prototype.forEach.call(heads, function (th, col) {
         th.style.cursor = "pointer";
         th.setAttribute("title", "sort by this column");
