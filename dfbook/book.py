@@ -136,10 +136,11 @@ def copy_evidence(profile: str, html_dir: Path | None = None) -> Path:
 
 
 def stage_assets() -> Path:
-    """The book's stylesheet (``dfbook/data/book.css``) into ``_build/assets``."""
+    """The book's stylesheet (``dfbook/data/book.css``) and the sortable-table script into ``_build/assets``."""
     out = paths.build_dir("assets")
     out.mkdir(parents=True, exist_ok=True)
     shutil.copy2(Path(str(resources.files("dfbook") / "data" / "book.css")), out / "dfbook.css")
+    shutil.copy2(Path(str(resources.files("dfbook") / "data" / "sortable.js")), out / "dfbook-sortable.js")
     return out
 
 

@@ -8,6 +8,8 @@ import sys
 
 # Subcommands with a parser of their own (``main(argv) -> exit code``): module, one-line help.
 DELEGATED = {
+    "predict": ("dfbook.predict", "P(fake) of images, folders and videos with any saved detector "
+                "(`dfbook predict --list`; options: `dfbook predict -h`)"),
     "prepare": ("dfbook.prepare", "videos -> face crops + manifest (options: `dfbook prepare -h`)"),
     "predict-defenders": ("dfbook.methods.defenders",
                           "P(fake) per image with the DeepFakeDefenders experts (options: `dfbook predict-defenders -h`)"),

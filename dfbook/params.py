@@ -9,6 +9,8 @@ The optional ``{allowed}`` at the end of the comment says which values the chapt
 ``{a | b | ""}``         one of these strings (``""``: the empty string)
 ``{file}``, ``{folder}``  a file / a folder / either (``{path}``) that must exist when the value is not empty; a
                          relative value is taken under ``$DFBOOK_DATA`` (:func:`dfbook.paths.resolve_data_path`)
+``{chapters}``           chapter names (notebooks in the notebooks folder) whose outputs this chapter reads: the
+                         runner runs them first (:func:`dfbook.runner.order`)
 =======================  ========================================================================================
 
 For a ``list`` the rule applies to every element. The runner checks each value -- from the profile's YAML and
@@ -74,6 +76,8 @@ def _rule(name: str, text: str):
     ``("choices", [str])``."""
     if text in PATH_KINDS:
         return "path", text
+    if text == "chapters":
+        return "chapters", None
     if m := _RANGE.fullmatch(text):
         return "bounds", [(">=", float(m.group(1))), ("<=", float(m.group(2)))]
     parts = [p.strip() for p in text.split(",")]
@@ -96,6 +100,9 @@ def _problem(rule, value, files: bool) -> str | None:
         return f"must be {' and '.join(bad)}" if bad else None
     if kind == "choices":
         return None if value in data else f"must be one of {', '.join(repr(c) for c in data)}"
+    if kind == "chapters":
+        known = sorted(p.stem for p in paths.notebooks_dir().glob("*.md"))
+        return None if value in known else f"must be a chapter ({', '.join(known)})"
     if not files or value in ("", None):
         return None
     path = paths.resolve_data_path(str(value))

@@ -111,6 +111,43 @@ def resolve_parameters(chapter: str, profile: str, overrides: dict | None = None
     return {**prof, **overrides, "PROFILE": profile, "DRY_RUN": bool(dry_run)}
 
 
+def dependencies(chapter: str, profile: str = "mini", overrides: dict | None = None) -> list[str]:
+    """The chapters whose outputs ``chapter`` reads: the values of its parameters ruled ``{chapters}``
+    (:mod:`dfbook.params`), from the profile's YAML and ``overrides``."""
+    spec = chapter_parameters(chapter)
+    values = {**{k: v["default"] for k, v in spec.items()}, **load_profile(chapter, profile), **(overrides or {})}
+    deps = []
+    for name, info in spec.items():
+        if info.get("allowed") == "chapters":
+            value = values.get(name) or []
+            deps += value if isinstance(value, list) else [value]
+    return [d for d in dict.fromkeys(deps) if d != chapter]
+
+
+def order(chapters: Sequence[str], profile: str = "mini", overrides: dict | None = None) -> list[str]:
+    """``chapters`` with each one after the chapters of this run it depends on (:func:`dependencies`), otherwise
+    in the given order. Raises :data:`RunnerError` for a cycle."""
+    chapters = list(dict.fromkeys(chapters))
+    deps = {ch: [d for d in dependencies(ch, profile, overrides) if d in chapters] for ch in chapters}
+    done, out, visiting = set(), [], set()
+
+    def visit(ch, path=()):
+        if ch in done:
+            return
+        if ch in visiting:
+            raise RunnerError(f"chapters depend on each other in a cycle: {' -> '.join([*path, ch])}")
+        visiting.add(ch)
+        for d in deps[ch]:
+            visit(d, (*path, ch))
+        visiting.discard(ch)
+        done.add(ch)
+        out.append(ch)
+
+    for ch in chapters:
+        visit(ch)
+    return out
+
+
 # -- execution -----------------------------------------------------------------------------------------
 @dataclass
 class Result:
@@ -293,8 +330,13 @@ def run(chapters: Sequence[str] | None = None, profile: str = "mini", overrides:
         with _exclusive(ch, profile, dry_run, _build(env)):
             pass
     jobs = max(1, min(jobs, len(chapters)))
+    chapters = order(chapters, profile, overrides)  # a chapter reading others' outputs runs after them
+    futures = {}
 
     def one(ch):
+        for dep in dependencies(ch, profile, overrides):  # submitted earlier (topological order): running or done
+            if dep in futures:
+                futures[dep].result()
         res = run_chapter(ch, profile, overrides, dry_run=dry_run, cell_timeout=cell_timeout, env=env)
         mark = "FAILED" if res.status == "failed" else res.status
         print(f"[{ch}] {mark} in {res.seconds:.1f} s", flush=True)
@@ -306,7 +348,9 @@ def run(chapters: Sequence[str] | None = None, profile: str = "mini", overrides:
         results = [one(ch) for ch in chapters]
     else:
         with ThreadPoolExecutor(jobs) as pool:
-            results = list(pool.map(one, chapters))
+            for ch in chapters:
+                futures[ch] = pool.submit(one, ch)
+            results = [futures[ch].result() for ch in chapters]
     print(summary(results))
     return results
 

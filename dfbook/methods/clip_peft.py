@@ -469,3 +469,30 @@ def comparison(rows: pd.DataFrame, ours: dict[str, dict[str, object]]) -> pd.Dat
     table = pd.concat(tables, ignore_index=True)
     order = {q: i for i, q in enumerate(dict.fromkeys(table["quantity"]))}
     return table.sort_values("quantity", key=lambda q: q.map(order), kind="stable").reset_index(drop=True)
+
+
+# ----------------------------------------------------------------------------------------------- saved detectors
+def detector_net(backbone: str, kind: str = "adapter") -> Detector:
+    """The architecture of a saved detector: ``backbone`` (random weights) + a ``kind`` head."""
+    return build(backbones.create(backbone, pretrained=False), kind)
+
+
+def save_detectors(run, backbone: backbones.Backbone, head: nn.Module, frames: pd.DataFrame, protocols: dict,
+                   scores: dict, *, train_method: str, size: int) -> pd.DataFrame:
+    """Save the seed's model (frozen CLIP + prompt adapter) trained on the corrected protocol as a
+    :class:`dfbook.detector.Detector`, scored on its in-distribution test set (the test split's reals and
+    ``train_method`` fakes); its scores of the corrected cross-manipulation test are compared with the chapter's."""
+    from dfbook import detector as D
+
+    corrected = protocols["corrected"]
+    test = frames[(frames["split"] == "test") & ((frames["label"] == 0) | (frames["method"] == train_method))]
+    det = D.Detector("adapter", "clip_peft", Detector(backbone.clip, head),
+                     D.Preprocess(size, CLIP_MEAN, CLIP_STD, mode="squash"),
+                     {"function": "dfbook.methods.clip_peft:detector_net",
+                      "kwargs": {"backbone": backbone.name, "kind": "adapter"}})
+    row = D.save_trained(run, det, test, train=corrected["train"], selection="final_epoch",
+                         architecture=f"frozen {backbone.name} (L2-normalised embedding) + prompt adapter head",
+                         protocol=f"corrected: train split reals + {train_method}, split by identity; the seed's "
+                         "recipe has no validation split, so the final epoch is kept",
+                         check=(corrected["test"], scores["corrected", "adapter"]))
+    return D.saved_table([row])

@@ -869,5 +869,40 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+
+# ---------------------------------------------------------------------------------------------
+# Saved detectors (dfbook.detector)
+# ---------------------------------------------------------------------------------------------
+def save_detectors(run, experts: Mapping[str, nn.Module], archs: Sequence[str], sets: Mapping[str, pd.DataFrame],
+                   scores: Mapping[str, pd.DataFrame], *, size: int, released: MixtureOfExperts | None = None,
+                   released_from: str = "", released_archs: Sequence[str] = FULL_EXPERTS,
+                   released_size: int = INPUT_SIZE) -> pd.DataFrame:
+    """Save the mixture of the cluster experts (mean of their P(fake), EMA weights; each expert chosen as the
+    final EMA state and validated on its held-out cluster) -- and the released mixture when the chapter loaded
+    it -- as :class:`dfbook.detector.Detector` s, scored on the ``seen`` test set; returns the summary table."""
+    from dfbook import detector as D
+
+    names = [f"cluster_{i}" for i in range(len(archs))]
+    out = [D.save_trained(run, D.Detector("mixture", "defenders", MixtureOfExperts([experts[n] for n in names]),
+                                          D.Preprocess(size, IMAGENET_MEAN, IMAGENET_STD, mode="fit"),
+                                          {"function": "dfbook.methods.defenders:build", "kwargs": {"archs": list(archs)}},
+                                          output="probability"),
+                          sets["seen"], train=sets["pool"], selection="final_epoch",
+                          architecture=f"mean P(fake) of {len(archs)} experts ({', '.join(archs)})",
+                          protocol="pool clustered into K video-disjoint clusters; expert i trains on the others "
+                          "(EMA weights of the last epoch) and is validated on cluster i",
+                          chapter_scores=scores["seen"]["mixture"].to_numpy())]
+    if released is not None:
+        out.append(D.save_trained(run, D.Detector("mixture_released", "defenders", released,
+                                                  D.Preprocess(released_size, IMAGENET_MEAN, IMAGENET_STD,
+                                                               mode="normalise_resize"),
+                                                  {"function": "dfbook.methods.defenders:build",
+                                                   "kwargs": {"archs": list(released_archs)}}, output="probability"),
+                                  sets["seen"], architecture=f"the released mixture of {len(released_archs)} experts",
+                                  protocol="DeepFakeDefenders' released weight.pth + ema.state (EMA baked in)",
+                                  selection="released", source="released", released_from=released_from))
+    return D.saved_table(out)
+
+
 if __name__ == "__main__":
     sys.exit(main())

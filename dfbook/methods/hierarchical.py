@@ -599,3 +599,29 @@ def comparison_rows(table: pd.DataFrame | None = None) -> tuple[pd.DataFrame, di
     table = compare.load() if table is None else table
     parts = [compare.select(table, **sel).assign(quantity=q) for q, sel, _ in COMPARISON]
     return pd.concat(parts, ignore_index=True), {q: key for q, _, key in COMPARISON}
+
+
+# ------------------------------------------------------------------------------------ saved detectors
+
+def save_detectors(run, backbone: str, net: LevelNet, nodes: Nodes, df: pd.DataFrame, labels: pd.DataFrame,
+                   split: pd.Series, probs: dict, *, size: int, train_from: str) -> pd.DataFrame:
+    """Save the level-1 node (real vs fake: the frozen prefix + its trained suffix) as a
+    :class:`dfbook.detector.Detector`, scored on the in-tree test images; returns the summary table."""
+    from dfbook import detector as D
+
+    fake = nodes.classes["level1"].index("fake")
+    if fake != 1:
+        raise ValueError(f"level 1's classes are {nodes.classes['level1']}; the saved detector expects ('real', 'fake')")
+    rows = (labels["in_tree"] & (split == "test")).to_numpy()
+    train_rows = (labels["in_tree"] & (split == "train")).to_numpy()
+    det = D.Detector("level1", "hierarchical", LevelNet(net.prefix, nodes.models["level1"]),
+                     D.Preprocess(size, net.spec["mean"], net.spec["std"], mode="fit"),
+                     {"function": "dfbook.methods.hierarchical:build",
+                      "kwargs": {"backbone": backbone, "n_classes": 2, "train_from": train_from,
+                                 "head": net.head_kind, "pretrained": False}})
+    row = D.save_trained(run, det, df[rows], train=df[train_rows],
+                         architecture=f"{backbone}, stages before {train_from} frozen, the rest + a linear head (2-way)",
+                         protocol="stratified 70/15/15 split of every in-tree generator and the reals; level 1 of the "
+                         "tree (real vs fake); checkpoint with the best validation balanced accuracy",
+                         chapter_scores=probs["level1"][rows, fake])
+    return D.saved_table([row])

@@ -954,3 +954,40 @@ def evaluate(df, s: np.ndarray, *, n_boot: int = 200, seed: int = 0) -> dict:
                            n_boot=n_boot, seed=seed)
     out.update({f"{k}_ci": (float(ci.loc[k, "lo"]), float(ci.loc[k, "hi"])) for k in others})
     return out
+
+
+# ----------------------------------------------------------------------------------------------- saved detectors
+def mini_net(encoder: str, feat_dim: int, n_specific: int = 5) -> UCF:
+    """The architecture of a saved mini UCF (random weights): :func:`build` on two ``encoder`` bodies."""
+    from dfbook import backbones
+
+    spec = backbones.create(encoder, pretrained=False).spec
+    return build(lambda: backbones.create(encoder, pretrained=False).model, feat_dim, n_specific,
+                 body_norm=(spec["mean"], spec["std"]))
+
+
+def save_detectors(run, model: UCF, data: dict, scores: dict, *, encoder: str, feat_dim: int, n_specific: int,
+                   resolution: int, released: UCF | None = None, released_from: str = "") -> pd.DataFrame:
+    """Save the trained UCF (its checkpoint chosen on validation AUC) -- and DeepfakeBench's released
+    ``ucf_best.pth`` when the chapter loaded one -- as :class:`dfbook.detector.Detector` s, scored on the
+    training domain's test split; returns the summary table."""
+    from dfbook import detector as D
+
+    prep = D.Preprocess(resolution, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), mode="fit")
+    build_ = ({"function": "dfbook.methods.ucf:build_full", "kwargs": {"n_specific": n_specific}}
+              if encoder == "deepfakebench:xception" else
+              {"function": "dfbook.methods.ucf:mini_net",
+               "kwargs": {"encoder": encoder, "feat_dim": feat_dim, "n_specific": n_specific}})
+    out = [D.save_trained(run, D.Detector("ucf", "ucf", model, prep, build_), data["test"], train=data["train"],
+                          architecture=f"UCF on {encoder} (inference: forgery encoder, common block, common head)",
+                          protocol="train on the training domain's real + manipulated frames, identity-disjoint "
+                          "splits; checkpoint with the best validation AUC (DeepfakeBench picks it on the test set)",
+                          chapter_scores=scores["test"])]
+    if released is not None:
+        out.append(D.save_trained(run, D.Detector("ucf_released", "ucf", released, prep,
+                                                  {"function": "dfbook.methods.ucf:build_full",
+                                                   "kwargs": {"n_specific": 5}}),
+                                  data["test"], architecture="DeepfakeBench UCF (Xception encoders)",
+                                  protocol="DeepfakeBench's released checkpoint (FF++ c23, selected on its test metric)",
+                                  selection="released", source="released", released_from=released_from))
+    return D.saved_table(out)

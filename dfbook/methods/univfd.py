@@ -774,3 +774,73 @@ def comparison_rows(table: pd.DataFrame | None = None) -> tuple[pd.DataFrame, di
     table = compare.load() if table is None else table
     parts = [compare.select(table, **sel).assign(quantity=q) for q, sel, _ in COMPARISON]
     return pd.concat(parts, ignore_index=True), {q: key for q, _, key in COMPARISON}
+
+
+# ----------------------------------------------------------------------------------------------- saved detectors
+def probe_net(backbone: str, dim: int) -> Probe:
+    """The architecture of a saved probe (random weights; :mod:`dfbook.detector` loads the file into it)."""
+    from dfbook import backbones
+
+    return Probe(backbones.create(backbone, pretrained=False), nn.Linear(dim, 1))
+
+
+class NearestNeighbourNet(nn.Module):
+    """The k = 1 nearest-neighbour rule as a network: frozen image embedding, L2-normalised, against the
+    L2-normalised training banks (buffers, saved with the weights). ``forward -> (N,)`` the score of
+    :func:`nn_scores` for k = 1: ``(fake vote + m) / 2`` with ``m = (1 + max cos fake - max cos real) / 2``."""
+
+    def __init__(self, backbone: str, dim: int, n_real: int, n_fake: int, bb=None):
+        from dfbook import backbones
+
+        super().__init__()
+        self.backbone = bb if bb is not None else backbones.create(backbone, pretrained=False)
+        self.encoder = self.backbone.image_tower
+        self.register_buffer("bank_real", torch.zeros(n_real, dim))
+        self.register_buffer("bank_fake", torch.zeros(n_fake, dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        q = torch.nn.functional.normalize(self.backbone.encode_image(x).float(), dim=1)
+        best_r, best_f = (q @ self.bank_real.T).max(1).values, (q @ self.bank_fake.T).max(1).values
+        return ((best_f > best_r).float() + (1.0 + best_f - best_r) / 2.0) / 2.0
+
+
+def save_detectors(run, backbone, probe: nn.Module, feats: dict, protocol: Protocol, test_tf: Transform, scores: dict,
+                   *, fc_weights: str = "") -> pd.DataFrame:
+    """Save the corrected probe and the k = 1 nearest neighbour of the pretrained backbone (and, given
+    ``fc_weights``, the released probe head on it) as :class:`dfbook.detector.Detector` s, scored on the training
+    generator's test set; returns the summary table."""
+    from dfbook import detector as D
+
+    gen = protocol.info["train_generator"]
+    rows = (protocol.tests["test_set"] == gen).to_numpy()
+    test = protocol.tests[rows]
+    prep = D.Preprocess(test_tf.size, test_tf.mean, test_tf.std, mode=test_tf.mode, load_size=test_tf.load_size)
+    y = protocol.train["label"].to_numpy()
+    bank = l2_normalise(feats["train"]["final"])
+    nn_net = NearestNeighbourNet(backbone.name, backbone.dim, int((y == 0).sum()), int((y == 1).sum()), bb=backbone)
+    nn_net.bank_real.copy_(torch.as_tensor(bank[y == 0]))
+    nn_net.bank_fake.copy_(torch.as_tensor(bank[y == 1]))
+    protocol_text = (f"train {gen} vs content-matched reals, train split; frozen {backbone.name} features")
+    out = [D.save_trained(run, D.Detector("probe", "univfd", Probe(backbone, probe), prep,
+                                          {"function": "dfbook.methods.univfd:probe_net",
+                                           "kwargs": {"backbone": backbone.name, "dim": backbone.dim}}),
+                          test, train=protocol.train, architecture=f"frozen {backbone.name} + Linear({backbone.dim}, 1)",
+                          protocol=protocol_text + "; early stopping on the held-out val split",
+                          chapter_scores=scores["lp/pretrained/corrected"][rows]),
+           D.save_trained(run, D.Detector("nn", "univfd", nn_net, prep,
+                                          {"function": "dfbook.methods.univfd:NearestNeighbourNet",
+                                           "kwargs": {"backbone": backbone.name, "dim": backbone.dim,
+                                                      "n_real": int((y == 0).sum()), "n_fake": int((y == 1).sum())}},
+                                          output="probability"),
+                          test, train=protocol.train, architecture=f"frozen {backbone.name}, cosine 1-NN to the "
+                          "training bank", protocol=protocol_text + "; no training", selection="none",
+                          chapter_scores=scores["nn/pretrained/k1"][rows])]
+    if fc_weights:
+        head = load_fc_weights(fc_weights, backbone.dim)
+        out.append(D.save_trained(run, D.Detector("probe_released", "univfd", Probe(backbone, head), prep,
+                                                  {"function": "dfbook.methods.univfd:probe_net",
+                                                   "kwargs": {"backbone": backbone.name, "dim": backbone.dim}}),
+                                  test, architecture=f"frozen {backbone.name} + released Linear({backbone.dim}, 1)",
+                                  protocol="UnivFD's released fc_weights.pth (trained on CNNDetection ProGAN)",
+                                  selection="released", source="released", released_from=str(fc_weights)))
+    return D.saved_table(out)

@@ -1010,16 +1010,18 @@ def train_and_embed(name: str, model: ECL, train_df: pd.DataFrame, labels: np.nd
 
 
 def classify(run: EncoderRun, labels: np.ndarray, sets: dict[str, pd.DataFrame], *, epochs: int, lr: float = 1e-4,
-             batch_size: int = 128, seed: int = 0, orient_on: str | None = None) -> dict[str, np.ndarray]:
+             batch_size: int = 128, seed: int = 0, orient_on: str | None = None, return_model: bool = False):
     """Fork stage 3: the MLP on the frozen backbone features of the training frames (``run.embeddings["train"]``)
     with ``labels``, then frame P(fake) for every other embedded set (``sets`` supplies the held-out labels). ``orient_on`` (a set name, e.g. ``"val"``): for
     pseudo-labels, whose class 1 is an arbitrary cluster, flip the scores if class 1 ranks the labelled held-out
-    set's fakes *below* its reals (:func:`orient`); leave None for ground-truth labels."""
+    set's fakes *below* its reals (:func:`orient`); leave None for ground-truth labels. ``return_model``: return
+    ``(scores, classifier, flipped)`` instead of the scores alone."""
     clf = train_classifier(run.embeddings["train"][1], labels, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed)
     scores = {k: train.predict(clf, torch.as_tensor(emb[1])) for k, emb in run.embeddings.items() if k != "train"}
-    if orient_on is not None and orient(scores[orient_on], sets[orient_on]["label"].to_numpy()) < 0:
+    flipped = orient_on is not None and orient(scores[orient_on], sets[orient_on]["label"].to_numpy()) < 0
+    if flipped:
         scores = {k: 1.0 - s for k, s in scores.items()}
-    return scores
+    return (scores, clf, flipped) if return_model else scores
 
 
 def stage4(scores: np.ndarray, df: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, float]]:
@@ -1217,3 +1219,45 @@ def comparison_table(rows: pd.DataFrame, ours: dict[str, dict[str, float]]) -> p
     table = pd.concat(parts, ignore_index=True)
     order = {q: i for i, q in enumerate(dict.fromkeys(table["quantity"]))}
     return table.sort_values("quantity", key=lambda s: s.map(order), kind="stable").reset_index(drop=True)
+
+
+# ----------------------------------------------------------------------------------------------- saved detectors
+class ForkDetector(nn.Module):
+    """The fork as one network: the stage-2 encoder's pooled backbone features (input in [0, 1], normalised inside)
+    -> the stage-3 MLP -> logits ``(N, 2)``, the two columns swapped when the pseudo-label cluster "1" was named real
+    on the labelled validation set (``flipped``), so softmax column 1 is P(fake)."""
+
+    def __init__(self, ecl: ECL, classifier: FeatureClassifier, flipped: bool = False):
+        super().__init__()
+        self.ecl, self.classifier, self.flipped = ecl, classifier, bool(flipped)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = self.classifier(self.ecl.features(x))
+        return logits.flip(1) if self.flipped else logits
+
+
+def fork_net(backbone: str, dim: int, flipped: bool = False) -> ForkDetector:
+    """The architecture of a saved fork (random weights)."""
+    return ForkDetector(build_ecl(backbone, pretrained=False), FeatureClassifier(dim), flipped)
+
+
+def save_detectors(run, encoder: "EncoderRun", classifier: FeatureClassifier, flipped: bool, sets: dict,
+                   scores: dict, train_df: pd.DataFrame, *, backbone: str, domain: str, size: int,
+                   source: str = "pseudo") -> pd.DataFrame:
+    """Save the fork trained on ``domain`` with ``source`` labels (stage-1 pseudo-labels: the unsupervised
+    detector) as a :class:`dfbook.detector.Detector`, scored on the domain's test videos (video score: the mean
+    frame P(fake), as the chapter's video AUC); returns the summary table."""
+    from dfbook import detector as D
+
+    test_name = f"test/{domain}"
+    dim = classifier.net[0].in_features
+    det = D.Detector("fork", "unsupervised_video", ForkDetector(encoder.model, classifier, flipped),
+                     D.Preprocess(size, mode="fit"),
+                     {"function": "dfbook.methods.unsupervised_video:fork_net",
+                      "kwargs": {"backbone": backbone, "dim": dim, "flipped": bool(flipped)}})
+    row = D.save_trained(run, det, sets[domain][test_name], train=train_df, selection="final_epoch",
+                         architecture=f"{backbone} (stage 2: SupCon on {source} labels) + MLP {dim}-512-128-2",
+                         protocol=f"train on {domain} frames with {source} labels (stage 1), MLP on frozen features; "
+                         "the MLP's class 1 named on the labelled validation set; final epochs (the fork keeps them)",
+                         chapter_scores=scores[test_name])
+    return D.saved_table([row])
