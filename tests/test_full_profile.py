@@ -1,0 +1,93 @@
+"""The ``full`` profile's defects of issue 19, each on a miniature tree written here from the publisher's
+documented layout (``../shared/reference/published_layouts.md``, the section is cited per test)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from dfbook import cli, datasets, runner
+from dfbook.datasets import DatasetError
+
+
+# -- defect 3: every long cell died at 30 minutes --------------------------------------------------------------
+def _spec_of_run(monkeypatch, call) -> dict:
+    """The spec the runner hands its child process, without running a kernel."""
+    seen = {}
+
+    def fake_child(cmd, **kw):
+        seen.update(json.loads(Path(cmd[-1]).read_text()))
+        return subprocess.CompletedProcess(cmd, 1)
+
+    monkeypatch.setattr(runner.subprocess, "run", fake_child)
+    call()
+    return seen
+
+
+def test_full_profile_has_no_cell_time_limit(fixture_notebooks, monkeypatch):
+    full = _spec_of_run(monkeypatch, lambda: cli.main(["run", "fixture", "--profile", "full"]))
+    assert full["cell_timeout"] is None  # papermill: no limit
+    mini = _spec_of_run(monkeypatch, lambda: cli.main(["run", "fixture"]))
+    assert mini["cell_timeout"] == 1800
+    asked = _spec_of_run(monkeypatch, lambda: runner.run_chapter("fixture", "full", cell_timeout=60, quiet=True))
+    assert asked["cell_timeout"] == 60
+    assert runner.cell_timeout_for("full", 0) is None and runner.cell_timeout_for("mini", 0) is None
+
+
+# -- defect 2: CNNDetection's multi-class sets read as plain fakes -------------------------------------------------
+def touch(root: Path, *rels: str) -> None:
+    for rel in rels:
+        p = root / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(b"x")
+
+
+def test_generator_folders_reads_multiclass_sets_and_refuses_ambiguous_labels(tmp_path):
+    # published_layouts.md, "CNNDetection": CNN_synth_testset/<set>/[<class>/]0_real|1_fake; progan, stylegan,
+    # stylegan2 and cyclegan have class sub-folders. data/README.md, "generators", symlinks those sets.
+    cnn = tmp_path / "cnndetection" / "CNN_synth_testset"
+    for cls in ("car", "horse"):
+        touch(cnn, *[f"progan/{cls}/{sub}/{i:02d}.png" for sub in ("0_real", "1_fake") for i in range(8)])
+    touch(cnn, "biggan/0_real/r.png", "biggan/1_fake/f.png")
+    root = tmp_path / "generators"
+    root.mkdir()
+    for s in ("progan", "biggan"):
+        (root / s).symlink_to(cnn / s)
+    df = datasets.generator_folders(root)
+    progan = df[df["domain"] == "progan"]
+    reals = progan[progan["path"].str.contains("/0_real/")]
+    assert len(reals) == 16 and (reals["label"] == 0).all() and (reals["method"] == "real").all()
+    fakes = progan[progan["path"].str.contains("/1_fake/")]
+    assert len(fakes) == 16 and (fakes["label"] == 1).all() and (fakes["family"] == "gan").all()
+    assert sorted(progan["content"].unique()) == ["car", "horse"]
+    # a class folder outside the convention next to the labelled ones: an error naming the folder
+    touch(cnn, "progan/sheep/a.png")
+    with pytest.raises(DatasetError, match=r"generators: .*progan holds class folders .*\['sheep'\]"):
+        datasets.generator_folders(root)
+    # a label folder deeper in a plain generator folder: an error naming it, never label 1 for its reals
+    (cnn / "progan/sheep/a.png").unlink()
+    (cnn / "progan/sheep").rmdir()
+    touch(root, "stylegan3/run/batch1/0_real/r.png", "stylegan3/run/batch2/f.png")
+    with pytest.raises(DatasetError, match=r"stylegan3/run/batch1/0_real is a label folder inside"):
+        datasets.generator_folders(root)
+
+
+# -- defect 6: published names refused ---------------------------------------------------------------------------
+def test_cnndetection_reads_the_archives_as_they_unpack(tmp_path):
+    # published_layouts.md, "CNNDetection": archives unpack as progan_train/, progan_val/ (each <20 LSUN
+    # classes>/0_real|1_fake) and CNN_synth_testset/<set>/[<class>/]0_real|1_fake.
+    root = tmp_path / "cnndetection"
+    for split in ("progan_train", "progan_val"):
+        touch(root, *[f"{split}/{cls}/{sub}/00.png" for cls in ("airplane", "cat") for sub in ("0_real", "1_fake")])
+    touch(root, "CNN_synth_testset/stylegan/bedroom/0_real/r.png", "CNN_synth_testset/stylegan/bedroom/1_fake/f.png",
+          "CNN_synth_testset/whichfaceisreal/0_real/r.png", "CNN_synth_testset/whichfaceisreal/1_fake/f.png")
+    df = datasets.cnndetection(root)
+    assert df.groupby("split").size().to_dict() == {"test": 4, "train": 4, "val": 4}
+    assert df.loc[df["split"] == "train", "path"].str.contains("/progan_train/").all()  # names untouched
+    assert set(df.loc[df["split"] == "test", "domain"]) == {"stylegan", "whichfaceisreal"}
+    (root / "progan_train").rename(root / "elsewhere")
+    with pytest.raises(DatasetError, match=r"progan_train not found .*also read as .*cnndetection/train"):
+        datasets.cnndetection(root, splits=("train",))
