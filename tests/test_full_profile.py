@@ -91,3 +91,47 @@ def test_cnndetection_reads_the_archives_as_they_unpack(tmp_path):
     (root / "progan_train").rename(root / "elsewhere")
     with pytest.raises(DatasetError, match=r"progan_train not found .*also read as .*cnndetection/train"):
         datasets.cnndetection(root, splits=("train",))
+
+
+# -- defect 7: a tree leaf with no data ---------------------------------------------------------------------------
+def _published_generator_tree(tmp_path: Path, n: int = 2) -> Path:
+    """CNNDetection's test sets and UnivFD's diffusion sets as published, symlinked into generators/ as data/README.md
+    ('generators') says. published_layouts.md, 'CNNDetection' (CNN_synth_testset/<set>/[<class>/]0_real|1_fake;
+    progan, stylegan, stylegan2, cyclegan with class folders) and 'UnivFD diffusion'
+    (diffusion_datasets/{imagenet,laion}/0_real, diffusion_datasets/<generator>/1_fake)."""
+    cnn = tmp_path / "cnndetection" / "CNN_synth_testset"
+    for s in ("progan", "stylegan", "stylegan2", "cyclegan"):
+        touch(cnn, *[f"{s}/{cls}/{sub}/{i}.png" for cls in ("car", "horse") for sub in ("0_real", "1_fake")
+                     for i in range(n)])
+    for s in ("biggan", "stargan", "gaugan", "crn", "imle", "seeingdark", "san", "deepfake", "whichfaceisreal"):
+        touch(cnn, *[f"{s}/{sub}/{i}.png" for sub in ("0_real", "1_fake") for i in range(n)])
+    uni = tmp_path / "diffusion_datasets"
+    touch(uni, *[f"{s}/0_real/{i}.png" for s in ("imagenet", "laion") for i in range(n)])
+    touch(uni, *[f"{g}/1_fake/{i}.png" for g in ("guided", "ldm_200", "ldm_200_cfg", "ldm_100", "glide_100_27",
+                                                   "glide_50_27", "glide_100_10", "dalle") for i in range(n)])
+    root = tmp_path / "generators"
+    root.mkdir()
+    for d in [*cnn.iterdir(), *uni.iterdir()]:
+        (root / ("real" if d.name == "laion" else d.name)).symlink_to(d)
+    return root
+
+
+def test_hierarchical_full_leaves_all_have_images_in_the_public_sets(tmp_path):
+    import yaml
+
+    from dfbook import paths
+    from dfbook.methods import hierarchical as hier
+
+    full = yaml.safe_load((paths.notebooks_dir() / "params" / "hierarchical.full.yaml").read_text())
+    df = datasets.generator_folders(_published_generator_tree(tmp_path))
+    tree = hier.Tree(tuple(full["GAN_LEAVES"]), tuple(full["DM_LEAVES"]))
+    tree.check(df, apart=full["APART"])  # raised on stable_diffusion, in none of the public sets
+    labels = hier.tree_labels(df[df["label"].eq(0) | df["method"].isin([*tree.leaves, *full["APART"]])], tree)
+    assert (labels["level1"] == "real").sum() > 0
+    # a level with another class count than the paper's is not set next to the paper's number
+    rows, keys = hier.comparison_rows(tree=tree)
+    assert "L3 DM 4-way, acc (stratified)" not in keys and "L3 GAN 9-way, acc (stratified)" not in keys
+    assert "L3 DM 4-way, acc (stratified)" in hier.comparison_rows()[1]
+    # and a leaf with no images stops before any training, naming the parameter
+    with pytest.raises(ValueError, match=r"DM_LEAVES names generator\(s\) \['stable_diffusion'\]"):
+        hier.Tree(tuple(full["GAN_LEAVES"]), (*full["DM_LEAVES"], "stable_diffusion")).check(df)
