@@ -7,6 +7,8 @@ import json
 import subprocess
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 
 from dfbook import cli, datasets, runner
@@ -135,3 +137,93 @@ def test_hierarchical_full_leaves_all_have_images_in_the_public_sets(tmp_path):
     # and a leaf with no images stops before any training, naming the parameter
     with pytest.raises(ValueError, match=r"DM_LEAVES names generator\(s\) \['stable_diffusion'\]"):
         hier.Tree(tuple(full["GAN_LEAVES"]), (*full["DM_LEAVES"], "stable_diffusion")).check(df)
+
+
+# -- defect 1: benchmark (full) could not run ---------------------------------------------------------------------
+FF_PAIRS = {"train": [["000", "003"], ["001", "002"]], "val": [["004", "005"]], "test": [["006", "007"], ["008", "009"]]}
+
+
+def write_prepared_ffpp(data: Path, write_pngs, frames=(0, 7), size: int = 40) -> Path:
+    """A `dfbook prepare ffpp` output under $DFBOOK_DATA/prepared/ffpp_c23 (data/README.md): face crops
+    faces/ffpp/<method>/<video>/<frame>.png and manifest.csv with paths relative to its folder, from a video
+    tree in FF++'s published layout (published_layouts.md, 'FaceForensics++': original_sequences/youtube/c23/
+    videos/NNN.mp4, manipulated_sequences/<method>/c23/videos/AAA_BBB.mp4, splits lists of [target, source])."""
+    from dfbook import manifest
+
+    ff = data / "ffpp"
+    ids = sorted({v for pairs in FF_PAIRS.values() for pair in pairs for v in pair})
+    touch(ff, *[f"original_sequences/youtube/c23/videos/{i}.mp4" for i in ids])
+    for m in datasets.faces.FFPP_METHODS:
+        touch(ff, *[f"manipulated_sequences/{m}/c23/videos/{a}_{b}.mp4" for pairs in FF_PAIRS.values()
+                    for a, b in pairs])
+    (ff / "splits").mkdir()
+    for split, pairs in FF_PAIRS.items():
+        (ff / "splits" / f"{split}.json").write_text(json.dumps(pairs))
+    videos = datasets.ffpp(ff)
+    out = data / "prepared" / "ffpp_c23"
+    rows = []
+    for k, (_, v) in enumerate(videos.iterrows()):
+        rel = f"faces/ffpp/{v['method']}/{v['video_id']}"
+        for f, p in zip(frames, write_pngs(out / rel, len(frames), size=size, seed=k, name="{i:04d}.png")):
+            rows.append({**v, "frame": f, "path": Path(p).relative_to(out).as_posix()})
+    manifest.write(pd.DataFrame(rows), out / "manifest.csv")
+    return out / "manifest.csv"
+
+
+def write_cnndetection(root: Path, write_pngs, n: int = 4, size: int = 40) -> Path:
+    """published_layouts.md, 'CNNDetection': progan_train/, progan_val/ (<LSUN class>/0_real|1_fake) and
+    CNN_synth_testset/<set>/[<class>/]0_real|1_fake, progan and stylegan with class folders."""
+    k = 0
+    for split in ("progan_train", "progan_val"):
+        for cls in ("airplane", "cat"):
+            for sub in ("0_real", "1_fake"):
+                write_pngs(root / split / cls / sub, n, size=size, seed=k)
+                k += 1
+    for s in ("progan", "stylegan"):
+        for sub in ("0_real", "1_fake"):
+            write_pngs(root / "CNN_synth_testset" / s / "car" / sub, n, size=size, seed=k)
+            k += 1
+    for s in ("biggan", "whichfaceisreal"):
+        for sub in ("0_real", "1_fake"):
+            write_pngs(root / "CNN_synth_testset" / s / sub, n, size=size, seed=k)
+            k += 1
+    return root
+
+
+@pytest.fixture
+def full_data(tmp_path, monkeypatch, write_pngs):
+    data = tmp_path / "data"
+    monkeypatch.setenv("DFBOOK_DATA", str(data))
+    monkeypatch.chdir(tmp_path)  # parameters never resolve against the working directory
+    return data
+
+
+def test_benchmark_full_reads_prepared_faces_and_cnndetection_streaming(full_data, build_dir, write_pngs):
+    import yaml
+
+    from dfbook import paths
+    from dfbook.methods import benchmark
+
+    faces = write_prepared_ffpp(full_data, write_pngs)
+    write_cnndetection(full_data / "cnndetection", write_pngs)
+    shipped = yaml.safe_load((paths.notebooks_dir() / "params" / "benchmark.full.yaml").read_text())
+    assert paths.resolve_data_path(shipped["FACES_MANIFEST"]) == faces  # the folder data/README.md's command writes
+    # streamed statistics, spectra and pixels equal the in-memory ones
+    df = datasets.cnndetection()
+    src = benchmark.pixels(df["path"], 24, stream=True)
+    mem = benchmark.pixels(df["path"], 24)
+    assert np.array_equal(np.concatenate(list(src.chunks(chunk=5))), mem)
+    rows = np.arange(len(df)) % 3 == 0
+    st = benchmark.global_statistics(src, rows=rows)
+    assert st.loc[~rows].isna().all().all()
+    pd.testing.assert_frame_equal(st.loc[rows].reset_index(drop=True), benchmark.global_statistics(mem[rows]),
+                                  check_dtype=False)
+    a, b = benchmark.mean_spectra(src, df["family"]), benchmark.mean_spectra(mem, df["family"])
+    assert a.keys() == b.keys() and all(np.allclose(a[k], b[k], atol=1e-4) for k in a)
+    # the chapter end to end on the full path, without a per-cell limit
+    res = runner.run_chapter("benchmark", "full", {"SIZE": 32, "EPOCHS": 1, "IMAGE_EPOCHS": 1, "BATCH": 8,
+                                                    "WORKERS": 1}, quiet=True)
+    assert res.status == "ok", res.error
+    rec = json.loads(res.record.read_text())
+    assert rec["params"]["STREAM"] is True
+    assert "images/progan_on_biggan" in rec["metrics"] and "faces/trained_min" in rec["metrics"]
