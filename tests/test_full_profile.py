@@ -227,3 +227,60 @@ def test_benchmark_full_reads_prepared_faces_and_cnndetection_streaming(full_dat
     rec = json.loads(res.record.read_text())
     assert rec["params"]["STREAM"] is True
     assert "images/progan_on_biggan" in rec["metrics"] and "faces/trained_min" in rec["metrics"]
+
+
+def test_wilddeepfake_keeps_published_frame_numbers(tmp_path):
+    # published_layouts.md, 'WildDeepfake': {real,fake}_{train,test}/N.tar.gz, each archive holds several
+    # face-sequence folders; image file names are the frame numbers.
+    root = tmp_path / "wilddeepfake"
+    touch(root, "real_train/3/real/3/120.png", "real_train/3/real/3/96.png", "real_train/3/real/3/1004.png",
+          "real_test/4/real/4/7.png", "fake_train/5/fake/5/33.png", "fake_test/6/fake/6a/10.png",
+          "fake_test/6/fake/6b/10.png")
+    df = datasets.wilddeepfake(root)
+    v = df[df["video_id"] == "real_train_3"]
+    assert v["frame"].tolist() == [96, 120, 1004]  # the published numbers, not a running index
+    # two sequences of one archive with the same frame number stay apart, one identity
+    six = df[df["identity"] == "fake_test_6"]
+    assert sorted(six["video_id"]) == ["fake_test_6/fake/6a", "fake_test_6/fake/6b"] and (six["frame"] == 10).all()
+    touch(root, "real_test/4/real/4/face_7.png")
+    with pytest.raises(DatasetError, match=r"face_7\.png is not named by its frame number"):
+        datasets.wilddeepfake(root)
+
+
+def test_deepfakebench_preprocessed_layout(tmp_path, write_pngs):
+    # published_layouts.md, 'DeepfakeBench preprocessed': datasets/rgb/<Dataset>/.../<comp>/frames/<video>/NNN.png
+    # (+ landmarks/, masks/), preprocessing/dataset_json/<Dataset>.json (label -> split -> compression -> video ->
+    # {label, frames: [paths]}); frame paths as DeepfakeBench's abstract_dataset reads them (relative to rgb/, or
+    # absolute from the machine that ran the preprocessing).
+    root = tmp_path / "DeepfakeBench"
+    rgb = root / "datasets" / "rgb" / "FaceForensics++"
+    ff = {"FF-real": {}, "FF-DF": {}}
+    for split, vids in {"train": ["000", "003"], "test": ["006", "007"]}.items():
+        for v in vids:
+            real = write_pngs(rgb / f"original_sequences/youtube/c23/frames/{v}", 2, size=16, name="{i:03d}.png")
+            ff["FF-real"].setdefault(split, {"c23": {}})["c23"][v] = {
+                "label": "FF-real", "frames": [str(Path(p).relative_to(root / "datasets" / "rgb")) for p in real]}
+        a, b = vids
+        fake = write_pngs(rgb / f"manipulated_sequences/Deepfakes/c23/frames/{a}_{b}", 2, size=16, name="{i:03d}.png")
+        ff["FF-DF"].setdefault(split, {"c23": {}})["c23"][f"{a}_{b}"] = {
+            "label": "FF-DF", "frames": ["/old/machine/DeepfakeBench/datasets/rgb/" + str(Path(p).relative_to(
+                root / "datasets" / "rgb")) for p in fake]}
+    (root / "datasets/rgb/FaceForensics++/original_sequences/youtube/c23/landmarks/000").mkdir(parents=True)
+    js = root / "preprocessing" / "dataset_json"
+    js.mkdir(parents=True)
+    (js / "FaceForensics++.json").write_text(json.dumps({"FaceForensics++": ff}))
+    df = datasets.deepfakebench("FaceForensics++", root)
+    assert len(df) == 12 and set(df["split"]) == {"train", "test"}
+    fake = df[df["video_id"] == "000_003"]
+    assert (fake["label"] == 1).all() and (fake["method"] == "Deepfakes").all()
+    assert fake["identity"].iloc[0] == "ffpp_000" and fake["source_identity"].iloc[0] == "ffpp_003"
+    assert sorted(df.loc[df["video_id"] == "006", "frame"]) == [0, 1]
+    assert df["path"].map(lambda p: Path(p).is_file()).all()
+    from dfbook import manifest
+
+    assert manifest.check_disjoint(df)["shared"].sum() == 0
+    # an unknown label name is never guessed
+    ff["FF-XX"] = {"test": {"c23": {"009": {"label": "FF-XX", "frames": []}}}}
+    (js / "FaceForensics++.json").write_text(json.dumps({"FaceForensics++": ff}))
+    with pytest.raises(DatasetError, match=r"label name 'FF-XX' .*labels=\{'FF-XX': 0 or 1\}"):
+        datasets.deepfakebench("FaceForensics++", root)
