@@ -11,6 +11,7 @@ DELEGATED = {
     "prepare": ("dfbook.prepare", "videos -> face crops + manifest (options: `dfbook prepare -h`)"),
     "predict-defenders": ("dfbook.methods.defenders",
                           "P(fake) per image with the DeepFakeDefenders experts (options: `dfbook predict-defenders -h`)"),
+    "images": ("dfbook.imagesets", "one manifest of generated-image sets as published (options: `dfbook images -h`)"),
 }
 # What a user can cause and fix (a missing file, a bad value, a damaged cache): reported in one line. The
 # package's errors say which file and how to fix it; anything else is a bug and keeps its traceback.

@@ -284,3 +284,72 @@ def test_deepfakebench_preprocessed_layout(tmp_path, write_pngs):
     (js / "FaceForensics++.json").write_text(json.dumps({"FaceForensics++": ff}))
     with pytest.raises(DatasetError, match=r"label name 'FF-XX' .*labels=\{'FF-XX': 0 or 1\}"):
         datasets.deepfakebench("FaceForensics++", root)
+
+
+# -- defect 5: inputs the documented commands could not build ---------------------------------------------------
+def test_prepare_appends_datasets_and_takes_wilddeepfake_crops_as_they_are(tmp_path, write_pngs, monkeypatch):
+    """defenders' FACES manifest (FF++ + Celeb-DF-v2 + WildDeepfake) in one output folder, by one command per
+    dataset. WildDeepfake as published (published_layouts.md, 'WildDeepfake': {real,fake}_{train,test}/N/, face
+    sequences, file names = frame numbers) is resized, never re-detected."""
+    import cv2
+    from skimage import data as skdata
+
+    from dfbook import manifest, prepare
+
+    # a video folder with a real face (OpenCV's Haar cascade finds it), as tests/test_prepare.py builds one
+    clip = tmp_path / "vids" / "real" / "astro.avi"
+    clip.parent.mkdir(parents=True)
+    (tmp_path / "vids" / "fake").mkdir()
+    writer = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"MJPG"), 10, (300, 280))
+    face = cv2.resize(skdata.astronaut(), (256, 256))
+    for _ in range(4):
+        canvas = np.full((280, 300, 3), 100, np.uint8)
+        canvas[12:268, 20:276] = face
+        writer.write(cv2.cvtColor(canvas, cv2.COLOR_RGB2BGR))
+    writer.release()
+    cv2.imwrite(str(tmp_path / "vids" / "fake" / "x.png"), cv2.cvtColor(canvas, cv2.COLOR_RGB2BGR))
+    wdf = tmp_path / "data" / "wilddeepfake"
+    for k, folder in enumerate(("real_train", "real_test", "fake_train", "fake_test")):
+        write_pngs(wdf / folder / str(k + 1) / folder.split("_")[0] / str(k + 1), 2, size=20, seed=k,
+                   name="{i}7.png")  # random pixels: no detector would find a face in them
+    monkeypatch.setenv("DFBOOK_DATA", str(tmp_path / "data"))
+    out = tmp_path / "data" / "prepared" / "faces"
+    assert prepare.main([str(tmp_path / "vids"), str(out), "--frames", "2", "--detector", "haar", "--size", "32"]) == 0
+    first = manifest.read(out / "manifest.csv")
+    assert prepare.main(["wilddeepfake", str(out), "--frames", "2", "--detector", "haar", "--size", "32"]) == 0
+    both = manifest.read(out / "manifest.csv")
+    wd = both[both["dataset"] == "wilddeepfake"]
+    assert len(wd) == 8 and len(both) == len(first) + 8  # appended, the video rows kept
+    assert sorted(wd["frame"].unique()) == [7, 17] and wd["face_score"].astype(str).isin(["", "nan"]).all()
+    assert cv2.imread(wd["path"].iloc[0]).shape == (32, 32, 3)
+    assert json.loads((out / "summary.json").read_text())["sources"] == 2 + 8
+    # resumable and idempotent: the same command again changes nothing
+    assert prepare.main([str(tmp_path / "vids"), str(out), "--frames", "2", "--detector", "haar", "--size", "32"]) == 0
+    again = manifest.read(out / "manifest.csv")
+    assert len(again) == len(both) and set(again["path"]) == set(both["path"])
+
+
+def test_images_command_builds_the_image_set_manifest(full_data, write_pngs, capsys):
+    """defenders' IMAGES (CNNDetection + UnivFD) as its full parameters name it, from the sets as published
+    (published_layouts.md, 'CNNDetection' and 'UnivFD diffusion')."""
+    import yaml
+
+    from dfbook import paths
+    from dfbook.methods import defenders
+
+    write_cnndetection(full_data / "cnndetection", write_pngs, n=1, size=16)
+    uni = full_data / "univfd_diffusion"
+    for d in ("imagenet/0_real", "laion/0_real", "guided/1_fake", "ldm_200/1_fake", "dalle/1_fake"):
+        write_pngs(uni / d, 1, size=16)
+    shipped = yaml.safe_load((paths.notebooks_dir() / "params" / "defenders.full.yaml").read_text())
+    out = paths.resolve_data_path(shipped["IMAGES"]).parent
+    assert cli.main(["images", str(out), "cnndetection", "univfd_diffusion"]) == 0
+    assert "images ->" in capsys.readouterr().out
+    raw = pd.read_csv(out / "manifest.csv")
+    assert not raw["path"].str.startswith("/").any()  # relative: $DFBOOK_DATA can move
+    _, images = defenders.load_corpora("", shipped["IMAGES"])
+    assert set(images["dataset"]) == {"cnndetection", "univfd_diffusion"}
+    assert images["path"].map(lambda p: Path(p).is_file()).all()
+    assert set(images.loc[images["dataset"] == "cnndetection", "split"]) == {"train", "val", "test"}
+    assert cli.main(["images", str(out), "nosuchset"]) == 2
+    assert "unknown image set(s) ['nosuchset']" in capsys.readouterr().err
