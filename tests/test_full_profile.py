@@ -353,3 +353,71 @@ def test_images_command_builds_the_image_set_manifest(full_data, write_pngs, cap
     assert set(images.loc[images["dataset"] == "cnndetection", "split"]) == {"train", "val", "test"}
     assert cli.main(["images", str(out), "nosuchset"]) == 2
     assert "unknown image set(s) ['nosuchset']" in capsys.readouterr().err
+
+
+# -- defect 4: work on the CPU that belongs on the GPU --------------------------------------------------------------
+@pytest.fixture
+def policy():
+    from dfbook import runtime
+
+    yield runtime
+    runtime.configure(None, None)
+    runtime.set_seed(0, deterministic=True)
+
+
+def test_full_runs_mixed_precision_and_autotuned_kernels_mini_stays_fp32(policy):
+    import torch
+
+    from dfbook import report
+
+    cuda = torch.device("cuda")
+    report.start("benchmark", {"PROFILE": "full", "SEED": 0})
+    assert policy.mixed_precision(cuda) and not policy.mixed_precision(torch.device("cpu"))
+    assert not policy.is_deterministic()
+    policy.setup(0)
+    assert torch.backends.cudnn.benchmark and not torch.backends.cudnn.deterministic
+    assert policy.amp_dtype() in (torch.bfloat16, torch.float16)
+    report.start("benchmark", {"PROFILE": "full", "SEED": 0, "DETERMINISTIC": True})
+    policy.setup(0)
+    assert policy.is_deterministic() and not torch.backends.cudnn.benchmark
+    report.start("benchmark", {"PROFILE": "mini", "SEED": 0, "DETERMINISTIC": False})
+    policy.setup(0)
+    assert not policy.mixed_precision(cuda) and policy.is_deterministic() and not torch.backends.cudnn.benchmark
+    assert isinstance(policy.autocast(cuda), type(policy.autocast(torch.device("cpu"))))  # both no-ops in mini
+
+
+def test_feature_cache_keys_name_the_precision_only_when_mixed(policy):
+    from dfbook import backbones, features
+
+    bb = backbones.create("mini:clip", pretrained=False)
+    df = pd.DataFrame({"path": ["a.png"], "label": [0]})
+    fp32 = features.cache_key(bb, df, fingerprint="x")
+    assert fp32 == features.cache_key(bb, df, fingerprint="x", precision=None)  # mini's keys unchanged
+    import torch
+
+    assert features.cache_key(bb, df, fingerprint="x", precision=torch.bfloat16) != fp32
+
+
+def test_univfd_end_to_end_cnn_is_not_pinned_to_the_cpu(monkeypatch):
+    from dfbook import train
+    from dfbook.methods import univfd
+
+    seen = {}
+
+    def fake_fit(model, data, **kw):
+        seen.update(kw)
+        return pd.DataFrame({"epoch": [1]})
+
+    def fake_predict(model, data, **kw):
+        seen["predict"] = kw
+        return np.zeros(len(data.dataset))
+
+    monkeypatch.setattr(train, "fit", fake_fit)
+    monkeypatch.setattr(train, "predict", fake_predict)
+    rows = pd.DataFrame({"path": ["a.png", "b.png"], "label": [0, 1]})
+    proto = type("P", (), {"train": rows, "val": rows, "tests": rows})()
+    cfg = train.TrainConfig(epochs=1, num_workers=2)
+    bb, _ = univfd.train_cnn("mini:resnet", proto, cfg, size=16, load_size=18, pretrained=False)
+    assert seen["device"] is None  # train.fit's default: the GPU when there is one
+    univfd.cnn_scores(bb, rows, univfd.transform_for(bb, "center_crop", size=16, load_size=18), num_workers=2)
+    assert "device" not in seen["predict"]  # scored where the model is
