@@ -421,3 +421,20 @@ def test_univfd_end_to_end_cnn_is_not_pinned_to_the_cpu(monkeypatch):
     assert seen["device"] is None  # train.fit's default: the GPU when there is one
     univfd.cnn_scores(bb, rows, univfd.transform_for(bb, "center_crop", size=16, load_size=18), num_workers=2)
     assert "device" not in seen["predict"]  # scored where the model is
+
+
+def test_no_chapter_cell_detects_faces():
+    """Face detection belongs to `dfbook prepare` (resumable, on the GPU, its misses counted), never to a chapter
+    cell: UCF's full path ran MTCNN over ~1.3M frames inside the notebook, and re-detected WildDeepfake's crops."""
+    import jupytext
+    import yaml
+
+    from dfbook import paths
+
+    for nb in sorted(paths.notebooks_dir().glob("*.md")):
+        code = "\n".join(c.source for c in jupytext.read(nb).cells if c.cell_type == "code")
+        for call in ("prepare.prepare(", "make_detector(", "MTCNN("):
+            assert call not in code, f"{nb.name} calls {call} in a cell"
+    ucf_full = yaml.safe_load((paths.notebooks_dir() / "params" / "ucf.full.yaml").read_text())
+    defenders_full = yaml.safe_load((paths.notebooks_dir() / "params" / "defenders.full.yaml").read_text())
+    assert ucf_full["FACES"] == defenders_full["FACES"]  # one `dfbook prepare` folder serves both
