@@ -438,3 +438,47 @@ def test_no_chapter_cell_detects_faces():
     ucf_full = yaml.safe_load((paths.notebooks_dir() / "params" / "ucf.full.yaml").read_text())
     defenders_full = yaml.safe_load((paths.notebooks_dir() / "params" / "defenders.full.yaml").read_text())
     assert ucf_full["FACES"] == defenders_full["FACES"]  # one `dfbook prepare` folder serves both
+
+
+# -- defect 8: dlib's landmark model was a manual download --------------------------------------------------------
+def test_landmarks_from_the_face_recognition_models_package(tmp_path, monkeypatch):
+    """The [full] extra's face-recognition-models ships shape_predictor_68_face_landmarks.dat (published_layouts.md,
+    'Weights'). A stand-in package (its __init__ refuses import: the file is found without importing, which would
+    need pkg_resources) holds a tiny predictor trained as in test_unsupervised_video.py."""
+    import sys
+
+    import cv2
+    import dlib
+    import yaml
+    from skimage import data
+
+    from dfbook import paths
+    from dfbook.methods import unsupervised_video as uv
+
+    face = np.ascontiguousarray(data.astronaut()[0:300, 100:400])
+    box = dlib.get_frontal_face_detector().run(face, 0, 0)[0][0]
+    angle = np.linspace(0, 2 * np.pi, 68, endpoint=False)
+    points = [dlib.point(int(box.center().x + 0.4 * box.width() * np.cos(a)),
+                         int(box.center().y + 0.4 * box.height() * np.sin(a))) for a in angle]
+    options = dlib.shape_predictor_training_options()
+    options.tree_depth, options.cascade_depth, options.num_trees_per_cascade_level = 2, 2, 2
+    predictor = dlib.train_shape_predictor([face], [[dlib.full_object_detection(box, points)]], options)
+    pkg = tmp_path / "site" / "face_recognition_models"
+    (pkg / "models").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("raise ImportError('needs pkg_resources')\n")
+    predictor.save(str(pkg / "models" / "shape_predictor_68_face_landmarks.dat"))
+    cv2.imwrite(str(tmp_path / "face.png"), cv2.cvtColor(face, cv2.COLOR_RGB2BGR))
+    full = yaml.safe_load((paths.notebooks_dir() / "params" / "unsupervised_video.full.yaml").read_text())
+    assert full["LANDMARK_MODEL"] == uv.PACKAGE_MODEL
+
+    with pytest.raises(FileNotFoundError, match=r"face-recognition-models .*pip install -e '\.\[full\]'"):
+        uv.landmark_model_path(uv.PACKAGE_MODEL)
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    assert uv.landmark_model_path(uv.PACKAGE_MODEL) == pkg / "models" / "shape_predictor_68_face_landmarks.dat"
+    lm = uv.dlib_landmarks(pd.DataFrame({"path": [str(tmp_path / "face.png")]}), full["LANDMARK_MODEL"],
+                           progress=False)
+    assert np.isfinite(lm).all() and lm.shape == (1, 68, 2)
+    assert "face_recognition_models" not in sys.modules
+    # the manual download stays an option, under $DFBOOK_DATA
+    monkeypatch.setenv("DFBOOK_DATA", str(tmp_path / "data"))
+    assert uv.landmark_model_path("weights/lm.dat") == tmp_path / "data" / "weights" / "lm.dat"
