@@ -143,7 +143,7 @@ def test_hierarchical_full_leaves_all_have_images_in_the_public_sets(tmp_path):
 FF_PAIRS = {"train": [["000", "003"], ["001", "002"]], "val": [["004", "005"]], "test": [["006", "007"], ["008", "009"]]}
 
 
-def write_prepared_ffpp(data: Path, write_pngs, frames=(0, 7), size: int = 40) -> Path:
+def write_prepared_ffpp(data: Path, write_pngs, frames=(0, 7), size: int = 40, comp: str = "c23") -> Path:
     """A `dfbook prepare ffpp` output under $DFBOOK_DATA/prepared/ffpp_c23 (data/README.md): face crops
     faces/ffpp/<method>/<video>/<frame>.png and manifest.csv with paths relative to its folder, from a video
     tree in FF++'s published layout (published_layouts.md, 'FaceForensics++': original_sequences/youtube/c23/
@@ -152,15 +152,15 @@ def write_prepared_ffpp(data: Path, write_pngs, frames=(0, 7), size: int = 40) -
 
     ff = data / "ffpp"
     ids = sorted({v for pairs in FF_PAIRS.values() for pair in pairs for v in pair})
-    touch(ff, *[f"original_sequences/youtube/c23/videos/{i}.mp4" for i in ids])
+    touch(ff, *[f"original_sequences/youtube/{comp}/videos/{i}.mp4" for i in ids])
     for m in datasets.faces.FFPP_METHODS:
-        touch(ff, *[f"manipulated_sequences/{m}/c23/videos/{a}_{b}.mp4" for pairs in FF_PAIRS.values()
+        touch(ff, *[f"manipulated_sequences/{m}/{comp}/videos/{a}_{b}.mp4" for pairs in FF_PAIRS.values()
                     for a, b in pairs])
-    (ff / "splits").mkdir()
+    (ff / "splits").mkdir(exist_ok=True)
     for split, pairs in FF_PAIRS.items():
         (ff / "splits" / f"{split}.json").write_text(json.dumps(pairs))
-    videos = datasets.ffpp(ff)
-    out = data / "prepared" / "ffpp_c23"
+    videos = datasets.ffpp(ff, compression=comp)
+    out = data / "prepared" / f"ffpp_{comp}"
     rows = []
     for k, (_, v) in enumerate(videos.iterrows()):
         rel = f"faces/ffpp/{v['method']}/{v['video_id']}"
@@ -541,3 +541,27 @@ def test_univfd_full_path_on_published_trees(full_data, build_dir, write_pngs):
     assert res.status == "ok", res.error
     rec = json.loads(res.record.read_text())
     assert rec["params"]["PROFILE"] == "full" and rec["params"]["CNN_BACKBONE"] == cnn
+
+
+@pytest.mark.slow
+def test_clip_peft_full_path_on_a_prepared_ffpp_c40(full_data, build_dir, write_pngs):
+    """FF++ c40 face frames as `dfbook prepare ffpp ... --compression c40 --fps 1` writes them (from FF++'s
+    published layout, published_layouts.md 'FaceForensics++'), the full parameters' FRAMES path, the seed's heads
+    on cached CLIP features and the LoRA variant trained on images; random weights at the local path of
+    ViT-B/32.openai (open_clip)."""
+    import open_clip
+    import torch
+
+    from dfbook import backbones
+
+    write_prepared_ffpp(full_data, write_pngs, frames=(0, 25, 50), size=32, comp="c40")
+    name = "openclip:ViT-B-32.openai"
+    stem = backbones.expected_weights(name)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(open_clip.create_model("ViT-B-32", pretrained=None, force_quick_gelu=True).state_dict(),
+               stem.with_name(stem.name + ".pth"))
+    res = runner.run_chapter("clip_peft", "full", {"EPOCHS": 1, "LORA_EPOCHS": 1, "PACKAGE_VIDEOS": 2, "WORKERS": 1,
+                                                    "N_BOOT": 20, "N_MISTAKES": 2}, quiet=True)
+    assert res.status == "ok", res.error
+    rec = json.loads(res.record.read_text())
+    assert rec["params"]["FRAMES"] == "prepared/ffpp_c40/manifest.csv"
