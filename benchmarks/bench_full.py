@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import sys
 import time
 from dataclasses import dataclass
 
@@ -183,7 +184,10 @@ def run(device: str = "auto", batch: int = 8, steps: int = 3, only: list[str] | 
     if dev.type == "cuda":
         torch.backends.cudnn.benchmark = True  # as the full profile
     works = [w for w in WORKLOADS if not only or w.chapter in only]
-    speeds = {m: measure(m, dev, batch, steps) for m in dict.fromkeys(w.model for w in works)}
+    speeds = {}
+    for m in dict.fromkeys(w.model for w in works):
+        speeds[m] = measure(m, dev, batch, steps)
+        print(json.dumps(speeds[m]), file=sys.stderr, flush=True)  # progress: each model as it is measured
     rows = []
     for w in works:
         s = speeds[w.model]
