@@ -13,6 +13,7 @@ DELEGATED = {
     "prepare": ("dfbook.prepare", "videos -> face crops + manifest (options: `dfbook prepare -h`)"),
     "predict-defenders": ("dfbook.methods.defenders",
                           "P(fake) per image with the DeepFakeDefenders experts (options: `dfbook predict-defenders -h`)"),
+    "images": ("dfbook.imagesets", "one manifest of generated-image sets as published (options: `dfbook images -h`)"),
 }
 # What a user can cause and fix (a missing file, a bad value, a damaged cache): reported in one line. The
 # package's errors say which file and how to fix it; anything else is a bug and keeps its traceback.
@@ -100,7 +101,8 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--jobs", type=int, default=1, help="chapters to run in parallel")
     r.add_argument("--dry-run", action="store_true",
                    help="build the models of the profile with random weights, record shapes and parameter counts, stop")
-    r.add_argument("--cell-timeout", type=int, default=1800, help="seconds per cell")
+    r.add_argument("--cell-timeout", type=int, default=None,
+                   help="seconds per cell (default: 1800 in mini, no limit in full; 0 = no limit)")
     r.set_defaults(func=_run)
 
     ls = sub.add_parser("list", help="list chapters and their last run")

@@ -66,11 +66,13 @@ def _transform_id(backbone, transform, transform_key: str | None) -> dict:
 
 
 def cache_key(backbone, df: pd.DataFrame, layer: str = "final", *, transform=None,
-              transform_key: str | None = None, fingerprint: str | None = None) -> str:
-    """The cache key of one layer's features (see the module docstring for what it holds)."""
+              transform_key: str | None = None, fingerprint: str | None = None, precision=None) -> str:
+    """The cache key of one layer's features (see the module docstring for what it holds); ``precision``: the
+    autocast dtype the features were computed in (None: fp32)."""
+    precision = {"precision": str(precision)} if precision else {}  # fp32 (mini, CPU) keeps the keys it had
     blob = json.dumps({"format": FORMAT, "backbone": backbone.name, "weights": backbone.weights_id,
                        **_transform_id(backbone, transform, transform_key), "layer": layer,
-                       "data": fingerprint or data_fingerprint(df)}, sort_keys=True, default=list)
+                       "data": fingerprint or data_fingerprint(df), **precision}, sort_keys=True, default=list)
     slug = "".join(c if c.isalnum() or c in "_-" else "-" for c in f"{backbone.name}-{layer}")
     return f"{slug}-{hashlib.sha256(blob.encode()).hexdigest()[:16]}"
 
@@ -129,9 +131,10 @@ def _batches(backbone, paths_, layers, transform, *, batch_size, device, lenient
     """Yield ``(ok, feats)`` per batch: ``ok`` bool ``(m,)`` marks readable rows; ``feats`` is one float32
     array ``(m, D_layer)`` per layer with NaN rows where ``ok`` is False, or None if no row was readable."""
     loader = torch.utils.data.DataLoader(_Images(paths_, transform or backbone.preprocess, lenient),
-                                         batch_size=batch_size, num_workers=num_workers, collate_fn=_collate)
+                                         batch_size=batch_size, num_workers=num_workers, collate_fn=_collate,
+                                         pin_memory=torch.device(device).type == "cuda")
     backbone.to(device).eval()
-    with torch.inference_mode():
+    with torch.inference_mode(), runtime.autocast(device):  # bf16/fp16 on the GPU in full; fp32 in mini
         for x, ok in loader:
             ok = ok.numpy()
             if x is None:
@@ -214,8 +217,9 @@ def extract(backbone, df: pd.DataFrame, *, layer: str | list[str] = "final", bat
         out = dict(zip(layers, _extract_uncached(backbone, df, layers, transform, **kw)))
         return _result(out, layer, df, lenient)
     fp = data_fingerprint(df)
-    keys = [cache_key(backbone, df, l, transform=transform, transform_key=transform_key, fingerprint=fp)
-            for l in layers]
+    precision = runtime.amp_dtype() if runtime.mixed_precision(device) else None
+    keys = [cache_key(backbone, df, l, transform=transform, transform_key=transform_key, fingerprint=fp,
+                      precision=precision) for l in layers]
     d = _dir()
     with ExitStack() as locks:
         for k in sorted(set(keys)):  # one lock per entry, taken in a fixed order: no deadlock

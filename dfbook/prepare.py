@@ -6,6 +6,11 @@ DeepfakeBench's ``fixed_num_frames``; methods_ucf §4.3) -> the largest face fou
 times the box (FF++'s ``get_boundingbox``) -> ``size`` x ``size`` PNG. DeepfakeBench aligns with
 dlib landmarks instead; this step deliberately needs no landmark model download.
 
+Datasets published as face crops (WildDeepfake) are taken as they are: each image is resized to ``size``, with no
+detection (``cropped``). One output folder can hold several datasets: each call replaces the rows of its own
+sources in ``manifest.csv`` (and the other tables) and keeps the rest, so ``prepare ffpp OUT``, ``prepare
+celebdf_v2 OUT``, ``prepare wilddeepfake OUT`` build one face manifest of the three.
+
 Nothing is dropped silently: frames with no face go to ``faces_missing.csv`` (reason ``no_face``
 or ``decode_failed``), unreadable sources raise (strict) or go to ``skipped.csv`` (``lenient``).
 Each finished source gets a done marker (written atomically), so a rerun after an interruption
@@ -45,6 +50,8 @@ FORMAT = 1  # bump when the output of the same parameters changes
 DETECTORS = ("mtcnn", "haar")
 VIDEO_DATASETS = {"ffpp": datasets.ffpp, "celebdf_v1": partial(datasets.celebdf, version="v1"),
                   "celebdf_v2": partial(datasets.celebdf, version="v2"), "uadfv": datasets.uadfv}
+# Published as face crops: resized, never re-detected.
+CROPPED_DATASETS = {"wilddeepfake": datasets.wilddeepfake}
 MISSING_COLUMNS = ["source_path", "video_key", "frame", "reason"]
 SKIPPED_COLUMNS = ["source_path", "video_key", "reason"]
 
@@ -218,9 +225,15 @@ def _sources(src) -> pd.DataFrame:
                             f"sub-folders; dataset names ({', '.join(VIDEO_DATASETS)}) work on the command line.")
 
 
+def _whole_face(rgb: np.ndarray) -> Box:
+    """The "detection" of an image that is already a face crop: the whole image."""
+    return np.array([0, 0, rgb.shape[1], rgb.shape[0]], float), float("nan")
+
+
 def _process(row: dict, out_dir: Path, detect: Callable, n_frames: int, scale: float, size: int,
-             fps: float | None = None) -> dict:
-    """Faces and missing frames of one source; PNGs written under ``out_dir/faces``."""
+             fps: float | None = None, cropped: bool = False) -> dict:
+    """Faces and missing frames of one source; PNGs written under ``out_dir/faces``. ``cropped``: the image is
+    a face crop already -- resized to ``size`` whole (as DeepfakeBench reads crops), not detected again."""
     path = Path(row["path"])
     if row["frame"] == VIDEO or path.suffix.lower() in VIDEO_EXTS:
         frames = read_frames(path, n_frames, fps)
@@ -232,14 +245,16 @@ def _process(row: dict, out_dir: Path, detect: Callable, n_frames: int, scale: f
     folder = out_dir / "faces" / _video_folder(row)
     faces, missing = [], []
     for idx, rgb in frames:
-        found = detect(rgb) if rgb is not None else None
+        found = (_whole_face(rgb) if cropped else detect(rgb)) if rgb is not None else None
         if found is None:
             missing.append({"frame": idx, "reason": "no_face" if rgb is not None else "decode_failed"})
             continue
         box, score = found
         folder.mkdir(parents=True, exist_ok=True)
         file = folder / f"{idx:04d}.png"
-        cv2.imwrite(str(file), cv2.cvtColor(resize(square_crop(rgb, box, scale), size), cv2.COLOR_RGB2BGR))
+        crop = cv2.resize(rgb, (size, size), interpolation=cv2.INTER_AREA if max(rgb.shape[:2]) > size
+                          else cv2.INTER_CUBIC) if cropped else resize(square_crop(rgb, box, scale), size)
+        cv2.imwrite(str(file), cv2.cvtColor(crop, cv2.COLOR_RGB2BGR))
         faces.append({"frame": idx, "file": file.relative_to(out_dir).as_posix(), "score": score,
                       "box": [round(float(v), 1) for v in box]})
     if not faces and missing and all(m["reason"] == "decode_failed" for m in missing):
@@ -265,15 +280,37 @@ def _pin_params(out_dir: Path, params: dict) -> None:
         _write_json(pinned, params)
 
 
+def _keep_earlier(out_dir: Path, sources: set[str], faces: pd.DataFrame, missing: pd.DataFrame,
+                  skipped: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, int]:
+    """This call's tables plus the rows an earlier call wrote to ``out_dir`` for *other* sources (another
+    dataset appended to the same folder), and how many such earlier sources there are."""
+    earlier = {}
+    for name, cols in (("manifest.csv", None), ("faces_missing.csv", MISSING_COLUMNS),
+                       ("skipped.csv", SKIPPED_COLUMNS)):
+        path = out_dir / name
+        if not path.is_file():
+            earlier[name] = pd.DataFrame(columns=cols or [])
+            continue
+        table = manifest.read(path) if cols is None else pd.read_csv(path, dtype=str, keep_default_na=False)
+        earlier[name] = table[~table["source_path"].astype(str).isin(sources)] if len(table) else table
+    others = set().union(*(set(t["source_path"].astype(str)) for t in earlier.values() if "source_path" in t))
+    join = lambda a, b: b if a.empty else a if b.empty else pd.concat([a, b], ignore_index=True)  # noqa: E731
+    return (join(earlier["manifest.csv"], faces), join(earlier["faces_missing.csv"], missing),
+            join(earlier["skipped.csv"], skipped), len(others))
+
+
 def prepare(src, out_dir: str | Path, *, n_frames: int = 32, detector: str = "mtcnn", scale: float = 1.3,
-            size: int = 256, lenient: bool = False, device: str = "cpu", progress: bool = True,
-            fps: float | None = None) -> Prepared:
+            size: int = 256, lenient: bool = False, device: str = "auto", progress: bool = True,
+            fps: float | None = None, cropped: bool | None = None) -> Prepared:
     """Videos or images -> face PNGs + manifest (see the module docstring).
 
     ``src``: a video/image manifest (DataFrame or CSV, e.g. from ``dfbook.datasets.ffpp``) or a
     folder with ``real/`` and ``fake/``. ``lenient=False`` raises :class:`UnreadableInput` naming
     the first unreadable file; ``lenient=True`` skips and counts it. Resumable: rerun the same call.
     ``fps``: one frame every ``1/fps`` seconds instead of ``n_frames`` evenly spaced ones.
+    ``cropped``: the sources are face crops already (resized, not detected); default: the rows of a dataset in
+    :data:`CROPPED_DATASETS`. ``device``: the detector's torch device (``auto``: the GPU when there is one).
+    ``out_dir`` may hold other datasets already: their rows are kept, this call's sources replace their own.
     """
     if detector not in DETECTORS:
         raise ValueError(f"unknown detector {detector!r}; use one of {DETECTORS}")
@@ -297,17 +334,20 @@ def prepare(src, out_dir: str | Path, *, n_frames: int = 32, detector: str = "mt
 
     done_dir = out_dir / ".done"
     done_dir.mkdir(exist_ok=True)
+    crop_rows = (sources["dataset"].isin(list(CROPPED_DATASETS)) if cropped is None
+                 else pd.Series(bool(cropped), index=sources.index)).tolist()
+    device = str(runtime.device(device))
     detect = None  # built on first use, so a fully resumed run never loads the detector
     face_rows, missing_rows, skipped_rows = [], [], []
-    bar = runtime.bar(list(zip(rows, keys)), desc="prepare", unit="source", progress=progress)
-    for row, key in bar:
+    bar = runtime.bar(list(zip(rows, keys, crop_rows)), desc="prepare", unit="source", progress=progress)
+    for row, key, crop in bar:
         marker = done_dir / (hashlib.sha1(f"{key}\0{row['path']}\0{row['frame']}".encode()).hexdigest() + ".json")
         if marker.is_file():
             result = json.loads(marker.read_text())
         else:
-            detect = detect or make_detector(detector, device)
+            detect = detect or (None if crop else make_detector(detector, device))
             try:
-                result = _process(row, out_dir, detect, n_frames, scale, size, fps)
+                result = _process(row, out_dir, detect, n_frames, scale, size, fps, crop)
             except UnreadableInput as e:
                 if not lenient:
                     raise
@@ -322,8 +362,10 @@ def prepare(src, out_dir: str | Path, *, n_frames: int = 32, detector: str = "mt
         missing_rows += [{"source_path": row["path"], "video_key": key, **m} for m in result["missing"]]
         bar.set_postfix(faces=len(face_rows), missing=len(missing_rows), skipped=len(skipped_rows))
 
-    result = Prepared(pd.DataFrame(face_rows), pd.DataFrame(missing_rows, columns=MISSING_COLUMNS),
-                      pd.DataFrame(skipped_rows, columns=SKIPPED_COLUMNS), len(rows), out_dir)
+    faces_df, missing_df, skipped_df, n_earlier = _keep_earlier(
+        out_dir, set(sources["path"].astype(str)), pd.DataFrame(face_rows),
+        pd.DataFrame(missing_rows, columns=MISSING_COLUMNS), pd.DataFrame(skipped_rows, columns=SKIPPED_COLUMNS))
+    result = Prepared(faces_df, missing_df, skipped_df, len(rows) + n_earlier, out_dir)
     result.faces_missing.to_csv(out_dir / "faces_missing.csv", index=False)
     result.skipped.to_csv(out_dir / "skipped.csv", index=False)
     _write_json(out_dir / "summary.json", result.counts())
@@ -343,9 +385,9 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="dfbook prepare", description=(
         "Extract evenly spaced frames, detect the largest face, save square crops as PNG plus manifest.csv. "
         "Resumable: rerun the same command after an interruption."))
-    p.add_argument("src", help=f"a dataset name ({', '.join(VIDEO_DATASETS)}; read from $DFBOOK_DATA), "
-                               "a manifest CSV, or a folder with real/ and fake/ sub-folders")
-    p.add_argument("out", help="output folder")
+    p.add_argument("src", help=f"a dataset name ({', '.join([*VIDEO_DATASETS, *CROPPED_DATASETS])}; read from "
+                               "$DFBOOK_DATA), a manifest CSV, or a folder with real/ and fake/ sub-folders")
+    p.add_argument("out", help="output folder; datasets prepared into it before are kept (one manifest of several)")
     p.add_argument("--frames", type=int, default=32, help="frames per video, evenly spaced (default 32)")
     p.add_argument("--fps", type=float, default=None,
                    help="instead of --frames: one frame every 1/FPS seconds (e.g. 1 for the CLIP seed's package)")
@@ -354,17 +396,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--scale", type=float, default=1.3, help="crop side / face box side (default 1.3)")
     p.add_argument("--compression", default="c23", help="FF++ only: c0 (raw), c23 or c40 (default c23)")
     p.add_argument("--lenient", action="store_true", help="skip and count unreadable files instead of stopping")
-    p.add_argument("--device", default="cpu", help="torch device for MTCNN")
+    p.add_argument("--device", default="auto", help="torch device for MTCNN (default: the GPU when there is one)")
+    p.add_argument("--cropped", action="store_true",
+                   help="the sources are face crops already: resize them, detect nothing (automatic for wilddeepfake)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         if args.src in VIDEO_DATASETS:
             kwargs = {"compression": args.compression} if args.src == "ffpp" else {}
             src = VIDEO_DATASETS[args.src](**kwargs)
+        elif args.src in CROPPED_DATASETS:
+            src = CROPPED_DATASETS[args.src]()
         else:
             src = args.src
         out = prepare(src, args.out, n_frames=args.frames, detector=args.detector, scale=args.scale,
-                      size=args.size, lenient=args.lenient, device=args.device, fps=args.fps)
+                      size=args.size, lenient=args.lenient, device=args.device, fps=args.fps,
+                      cropped=True if args.cropped else None)
     except (OSError, ValueError, RuntimeError) as e:  # DatasetError and UnreadableInput are OSErrors
         print(f"dfbook prepare: {e}", file=sys.stderr)
         return 2

@@ -344,6 +344,9 @@ def start(chapter: str, namespace: Mapping[str, Any]) -> Run:
     params = {k: v for k, v in namespace.items()
               if k.isupper() and not k.startswith("_") and isinstance(v, _PARAM_TYPES)}
     check_chapter(chapter, params)
+    from dfbook import runtime
+
+    runtime.configure(params.get("PROFILE"), params.get("DETERMINISTIC"))  # precision and cudnn policy
     return Run(chapter, params)
 
 

@@ -236,8 +236,20 @@ def failure_summary(notebook: Path, log: Path | None = None, lines: int = 12) ->
     return "no notebook and no log were written"
 
 
+CELL_TIMEOUT = {"mini": 1800, "full": None}  # seconds per cell; full: none (long cells resume from checkpoints)
+
+
+def cell_timeout_for(profile: str, cell_timeout: int | None = None) -> int | None:
+    """The per-cell limit of a run: ``cell_timeout`` when given (``0`` = none), else the profile's default --
+    30 minutes in ``mini``, where a longer cell is a bug, and no limit in ``full``, whose training and
+    extraction cells run for hours."""
+    if cell_timeout is None:
+        return CELL_TIMEOUT[paths.check_profile(profile)]
+    return cell_timeout or None
+
+
 def run_chapter(chapter: str, profile: str = "mini", overrides: dict | None = None, *, dry_run: bool = False,
-                cell_timeout: int = 1800, env: dict | None = None,
+                cell_timeout: int | None = None, env: dict | None = None,
                 quiet: bool = False) -> Result:
     """Execute one chapter; never raises for a failing cell (the Result says ``failed``). Raises
     :data:`RunnerError` for a bad parameter, and when this chapter and profile are already running into the
@@ -270,7 +282,7 @@ def run_chapter(chapter: str, profile: str = "mini", overrides: dict | None = No
         child_env.setdefault("OMP_NUM_THREADS", child_env.get("DFBOOK_THREADS") or "1")  # see runtime.set_threads
         spec = {"chapter": chapter, "source": str(chapter_path(chapter)), "output": str(out),
                 "parameters": params, "cwd": str(paths.notebooks_dir()), "dry_run": dry_run,
-                "cell_timeout": cell_timeout}
+                "cell_timeout": cell_timeout_for(profile, cell_timeout)}
         spec_file = log.with_suffix(".spec.json")
         spec_file.write_text(json.dumps(spec))
         if not quiet:
@@ -318,7 +330,7 @@ def _exclusive(chapter: str, profile: str, dry_run: bool, build: Path):
 
 
 def run(chapters: Sequence[str] | None = None, profile: str = "mini", overrides: dict | None = None, *,
-        jobs: int = 1, dry_run: bool = False, cell_timeout: int = 1800, env: dict | None = None) -> list[Result]:
+        jobs: int = 1, dry_run: bool = False, cell_timeout: int | None = None, env: dict | None = None) -> list[Result]:
     """Run chapters (default: all), ``jobs`` at a time; print a summary table; return the results."""
     paths.check_profile(profile)
     chapters = list(dict.fromkeys(chapters or list_chapters()))

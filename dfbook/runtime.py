@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import random
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 
 import numpy as np
 
@@ -26,16 +26,53 @@ def bar(iterable=None, *, progress: bool = True, **kw):
     return tqdm(iterable, **kw) if progress else tqdm(iterable, disable=True, **kw)
 
 
-def set_seed(seed: int, deterministic: bool = True) -> None:
-    """Seed python, numpy and torch; on CPU this makes runs bit-identical for a fixed thread count."""
+# The profile of the chapter running in this process and its DETERMINISTIC parameter, set by
+# dfbook.report.start: ``mini`` runs fp32 and deterministic (its numbers are checked bit for bit); ``full`` runs
+# with autocast on the GPU and cudnn.benchmark on, unless DETERMINISTIC asks otherwise. Outside a chapter
+# (library use, tests) the profile is None: mixed precision as dfbook.train has always done it, deterministic.
+_POLICY: dict = {"profile": None, "deterministic": None}
+
+
+def configure(profile: str | None = None, deterministic: bool | None = None) -> None:
+    """Set the run's profile and its DETERMINISTIC parameter (``None``: the profile's default)."""
+    _POLICY.update(profile=profile, deterministic=deterministic)
+
+
+def is_deterministic() -> bool:
+    """Deterministic kernels (cudnn.benchmark off): everywhere but in ``full``, and there when DETERMINISTIC asks."""
+    return _POLICY["profile"] != "full" or bool(_POLICY["deterministic"])
+
+
+def mixed_precision(device) -> bool:
+    """Autocast for training and feature extraction: on a CUDA device, except in ``mini`` (fp32)."""
+    return getattr(device, "type", str(device).split(":")[0]) == "cuda" and _POLICY["profile"] != "mini"
+
+
+def amp_dtype():
+    """bfloat16 where the GPU supports it (no loss scaling needed), else float16."""
+    import torch
+
+    return torch.bfloat16 if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else torch.float16
+
+
+def autocast(device):
+    """``torch.autocast`` in :func:`amp_dtype` when :func:`mixed_precision` allows it, else a no-op."""
+    import torch
+
+    return torch.autocast("cuda", dtype=amp_dtype()) if mixed_precision(device) else nullcontext()
+
+
+def set_seed(seed: int, deterministic: bool | None = None) -> None:
+    """Seed python, numpy and torch; on CPU this makes runs bit-identical for a fixed thread count.
+    ``deterministic`` (default: the run's policy, :func:`is_deterministic`) sets cudnn's flags."""
     import torch
 
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-    if deterministic:
-        torch.backends.cudnn.deterministic = True
-        torch.backends.cudnn.benchmark = False
+    deterministic = is_deterministic() if deterministic is None else deterministic
+    torch.backends.cudnn.deterministic = bool(deterministic)
+    torch.backends.cudnn.benchmark = not deterministic  # autotuned kernels: faster, not bit-reproducible
 
 
 def device(prefer: str = "auto"):
@@ -79,7 +116,8 @@ def single_thread():
 
 
 def setup(seed: int = 0, device_name: str = "auto"):
-    """One call at the top of every chapter: offline mode, threads, seeds; returns the device."""
+    """One call at the top of every chapter: offline mode, threads, seeds, determinism (:func:`is_deterministic`);
+    returns the device."""
     offline()
     set_threads()
     set_seed(seed)

@@ -78,7 +78,8 @@ class TrainConfig:
     into the model at the end, because the EMA is what that method infers with.
 
     ``batch_size`` is per process; it is ignored when the training data is already a DataLoader.
-    ``amp`` is float16 autocast + GradScaler on CUDA and a no-op on CPU.
+    ``amp`` is autocast on CUDA (bfloat16 where supported, else float16 + GradScaler; :func:`dfbook.runtime.autocast`)
+    and a no-op on CPU and in the ``mini`` profile, which runs fp32.
     """
 
     epochs: int
@@ -227,7 +228,8 @@ def make_loader(data, batch_size: int, *, shuffle: bool, seed: int = 0, drop_las
     rank, world = _dist()
     ds = _as_dataset(data)
     sampler = DistributedSampler(ds, num_replicas=world, rank=rank, shuffle=shuffle, seed=seed)
-    return DataLoader(ds, batch_size=batch_size, sampler=sampler, drop_last=drop_last, num_workers=num_workers)
+    return DataLoader(ds, batch_size=batch_size, sampler=sampler, drop_last=drop_last, num_workers=num_workers,
+                      pin_memory=torch.cuda.is_available())
 
 
 def _train_loader(data, cfg: TrainConfig) -> DataLoader:
@@ -253,7 +255,8 @@ def _eval_loader(data, batch_size: int) -> DataLoader:
         ds, collate, workers = _as_dataset(data), None, 0
     if world > 1:
         ds = Subset(ds, range(rank, len(ds), world))
-    return DataLoader(ds, batch_size=batch_size, shuffle=False, collate_fn=collate, num_workers=workers)
+    return DataLoader(ds, batch_size=batch_size, shuffle=False, collate_fn=collate, num_workers=workers,
+                      pin_memory=torch.cuda.is_available())
 
 
 def _to_device(batch, device: torch.device):
@@ -539,7 +542,8 @@ class _Loop:
         self.dev = torch.device(device)
         self.cfg, self.loss_fn, self.metrics, self.score_fn = cfg, loss_fn, metrics, score_fn
         self.model = model.to(self.dev)
-        self.amp = cfg.amp and self.dev.type == "cuda"
+        self.amp = cfg.amp and runtime.mixed_precision(self.dev)
+        self.amp_dtype = runtime.amp_dtype() if self.amp else torch.float32
         self.loader = _train_loader(train, cfg)
         if len(self.loader) == 0:
             raise ValueError("the training data yields no batch (empty, or fewer samples than batch_size with "
@@ -552,7 +556,7 @@ class _Loop:
         params = param_groups(model) if param_groups else [p for p in model.parameters() if p.requires_grad]
         self.optimizer = build_optimizer(params, cfg)
         self.scheduler = build_scheduler(self.optimizer, cfg, math.ceil(len(self.loader) / cfg.accum_steps))
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp and self.amp_dtype == torch.float16)
         self.ema = _make_ema(model, cfg.ema_decay) if cfg.ema_decay else None
         self.stopper = _Stopper(cfg)
         self.st = {"epoch": 0, "step": 0, "history": [], "best_value": None, "best_epoch": None, "stopped": False}
@@ -623,7 +627,7 @@ class _Loop:
             group_size = min(cfg.accum_steps, n_batches - group_start)
             last = i == group_start + group_size - 1
             with self.net.no_sync() if self.world > 1 and not last else nullcontext():
-                with torch.autocast("cuda", dtype=torch.float16, enabled=self.amp):
+                with torch.autocast("cuda", dtype=self.amp_dtype, enabled=self.amp):
                     losses = _loss_dict(self.loss_fn(self.net, batch))
                 if not torch.isfinite(losses["loss"]):
                     raise FloatingPointError(

@@ -17,15 +17,17 @@ adapter                   default folder          rows
 ``generator_folders``     ``generators``          images with generator family labels
 ``aiface``                ``aiface``              images with demographic columns
 ``multiffdi``             ``multiffdi``           images (phase-1 train/val)
+``deepfakebench``         ``deepfakebench``       face frames of DeepfakeBench's preprocessing
 ========================  ======================  =============================================
 """
 
 from dfbook.datasets._layout import DatasetError
+from dfbook.datasets.deepfakebench import deepfakebench
 from dfbook.datasets.faces import VIDEO, celebdf, ffpp, uadfv, video_folder, wilddeepfake
 from dfbook.datasets.generated import (GENERATOR_FAMILY, UNIVFD_REAL_SOURCE, cnndetection, family_of,
                                        generator_folders, univfd_diffusion)
 from dfbook.datasets.labelled import aiface, multiffdi
 
 __all__ = ["DatasetError", "VIDEO", "GENERATOR_FAMILY", "UNIVFD_REAL_SOURCE", "aiface", "celebdf",
-           "cnndetection", "family_of", "ffpp", "generator_folders", "multiffdi", "uadfv",
+           "cnndetection", "deepfakebench", "family_of", "ffpp", "generator_folders", "multiffdi", "uadfv",
            "univfd_diffusion", "video_folder", "wilddeepfake"]

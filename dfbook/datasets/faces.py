@@ -202,8 +202,9 @@ def wilddeepfake(root: str | Path | None = None) -> pd.DataFrame:
 
     Layout: ``{real,fake}_{train,test}/<N>/**/<frame>.png`` -- the published archives
     ``<split>/<N>.tar.gz`` each extracted into a folder ``<N>/``. Each archive is one video
-    (``video_id = <split>_<N>``); frames are numbered in natural order within it, and ``sequence``
-    keeps the sub-folder. WildDeepfake publishes no identity labels, so ``identity = video_id``:
+    (``video_id = <split>_<N>``); ``frame`` is the published frame number (the image's file name), and
+    ``sequence`` keeps the sub-folder. When two face sequences of one archive share frame numbers, each
+    sequence is a video of its own (``video_id = <split>_<N>/<sequence>``, identity still ``<split>_<N>``). WildDeepfake publishes no identity labels, so ``identity = video_id``:
     its train/test split is video-disjoint, identity-disjointness cannot be checked."""
     root = root_of("wilddeepfake", root)
     rows = []
@@ -219,12 +220,21 @@ def wilddeepfake(root: str | Path | None = None) -> pd.DataFrame:
             raise DatasetError(f"wilddeepfake: no video folders in {d}; see {README}, section 'wilddeepfake'.")
         for v in videos:
             vid = f"{folder}_{v.name}"
-            for i, p in enumerate(files(v, IMAGE_EXTS, "wilddeepfake")):
+            frames = files(v, IMAGE_EXTS, "wilddeepfake")
+            bad = [p for p in frames if not p.stem.isdigit()]
+            if bad:
+                raise DatasetError(f"wilddeepfake: {bad[0]} is not named by its frame number (e.g. 123.png), as "
+                                   f"the published archives are; see {README}, section 'wilddeepfake'.")
+            seqs = [p.parent.relative_to(v).as_posix() for p in frames]
+            # one archive may hold several face sequences; where their frame numbers collide each sequence is
+            # a video of its own (identity stays the archive's)
+            split_seqs = len({int(p.stem) for p in frames}) < len(frames)
+            for p, seq in zip(frames, seqs):
                 rows.append(dict(path=str(p), label=label, dataset="wilddeepfake",
-                                 method="deepfake" if label else "real", video_id=vid, frame=i, identity=vid,
+                                 method="deepfake" if label else "real",
+                                 video_id=f"{vid}/{seq}" if split_seqs else vid, frame=int(p.stem), identity=vid,
                                  split=split, family="face_manipulation" if label else "real",
-                                 domain="wilddeepfake", sequence=p.parent.relative_to(v).as_posix(),
-                                 format=p.suffix.lower().lstrip(".")))
+                                 domain="wilddeepfake", sequence=seq, format=p.suffix.lower().lstrip(".")))
     return finish(rows, "wilddeepfake")
 
 

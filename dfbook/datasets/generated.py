@@ -10,6 +10,7 @@ against its own reals as the papers do.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pandas as pd
@@ -67,20 +68,62 @@ def _is_labelled(folder: Path) -> bool:
     return (folder / "0_real").is_dir() or (folder / "1_fake").is_dir()
 
 
+# Folder names that say which label the images below them have: inside a folder of one generator's fakes they
+# make its labels ambiguous.
+LABEL_NAMES = ("0_real", "1_fake", "real", "fake")
+
+
+def _class_sets(folder: Path, name: str) -> list[Path] | None:
+    """The class sub-folders of a multi-class set in the ``<class>/0_real|1_fake`` convention (CNNDetection's
+    ``progan``, ``stylegan``, ``stylegan2``, ``cyclegan``), or None for a plain folder of fakes. Raises
+    :class:`DatasetError` naming the folder when its labels cannot be told: class folders in the convention
+    next to other folders or images, or a label folder anywhere deeper in a plain folder."""
+    subdirs = sorted(d for d in folder.iterdir() if d.is_dir())
+    classes = [d for d in subdirs if _is_labelled(d)]
+    if classes:
+        others = [d.name for d in subdirs if d not in classes] + sorted(
+            p.name for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTS)
+        if others:
+            raise DatasetError(f"{name}: {folder} holds class folders in the 0_real/1_fake convention "
+                               f"({[d.name for d in classes[:3]]}) next to {others[:3]}, whose label cannot be "
+                               "told; move them into <class>/0_real or <class>/1_fake, or out of the folder "
+                               f"(see {README}, section '{name}').")
+        return classes
+    for d, dirs, _ in os.walk(folder, followlinks=True):
+        marked = [x for x in dirs if x.lower() in LABEL_NAMES]
+        if marked:
+            raise DatasetError(f"{name}: {Path(d) / marked[0]} is a label folder inside the generator folder "
+                               f"{folder}, which is read as fakes only: its labels are ambiguous. Use "
+                               "<generator>/0_real|1_fake or <generator>/<class>/0_real|1_fake "
+                               f"(see {README}, section '{name}').")
+    return None
+
+
+# Folder of each split: as the release's archives unpack (progan_train.7z.*, progan_val.zip, CNN_synth_testset.zip;
+# PeterWang512/CNNDetection README), else renamed train/ val/ test/.
+CNNDETECTION_DIRS = {"train": ("progan_train", "train"), "val": ("progan_val", "val"),
+                     "test": ("CNN_synth_testset", "test")}
+
+
 def cnndetection(root: str | Path | None = None, *, splits: tuple[str, ...] = ("train", "val", "test"),
                  sets: tuple[str, ...] | None = None) -> pd.DataFrame:
     """CNNDetection / ForenSynths (Wang et al. CVPR 2020) as an image manifest.
 
-    Layout: ``train/<class>/{0_real,1_fake}/`` and ``val/<class>/...`` (ProGAN, 20 LSUN classes),
-    ``test/<set>/{0_real,1_fake}/`` or, for the multi-class sets (progan, stylegan, stylegan2,
-    cyclegan), ``test/<set>/<class>/{0_real,1_fake}/``. ``content`` is the class (``""`` for flat
+    Layout, as the archives unpack: ``progan_train/<class>/{0_real,1_fake}/`` and ``progan_val/<class>/...``
+    (ProGAN, 20 LSUN classes), ``CNN_synth_testset/<set>/{0_real,1_fake}/`` or, for the multi-class sets
+    (progan, stylegan, stylegan2, cyclegan), ``CNN_synth_testset/<set>/<class>/{0_real,1_fake}/``; folders
+    renamed ``train/``, ``val/``, ``test/`` are read too. Paths and ids keep the published names. ``content`` is the class (``""`` for flat
     sets); train/val fakes have ``method = domain = "progan"``. ``sets`` limits the test sets.
     """
     name = "cnndetection"
     root = root_of(name, root)
     rows = []
     for split in splits:
-        base = need_dir(root / split, name, f"the {split} split")
+        if split not in CNNDETECTION_DIRS:
+            raise ValueError(f"{name}: unknown split {split!r}; use some of {tuple(CNNDETECTION_DIRS)}")
+        found = [root / d for d in CNNDETECTION_DIRS[split] if (root / d).is_dir()]
+        base = found[0] if found else need_dir(root / CNNDETECTION_DIRS[split][0], name,
+                                               f"the {split} split, also read as {root / split}")
         if split in ("train", "val"):
             for cls in sorted(d for d in base.iterdir() if d.is_dir()):
                 rows += _labelled(cls, root, name=name, dataset=name, split=split, domain="progan",
@@ -125,8 +168,11 @@ def generator_folders(root: str | Path | None = None, *, families: dict[str, str
 
     Layout: ``<root>/real/**`` (real images) and one folder per generator, ``<root>/<generator>/**``;
     a folder in the ``0_real``/``1_fake`` convention contributes its ``0_real`` as reals and its
-    ``1_fake`` as that generator's fakes (so symlinks to CNNDetection / UnivFD sets work as they
-    are). ``family`` comes from ``families`` (folder name -> family) or :data:`GENERATOR_FAMILY`; a
+    ``1_fake`` as that generator's fakes, and so does each class folder of a multi-class set
+    ``<generator>/<class>/0_real|1_fake`` (CNNDetection's progan, stylegan, stylegan2, cyclegan; ``content``
+    = class), so symlinks to CNNDetection / UnivFD sets work as they are. A label folder (``0_real``,
+    ``1_fake``, ``real``, ``fake``) anywhere else below a generator folder is an error naming it: the labels
+    are never guessed. ``family`` comes from ``families`` (folder name -> family) or :data:`GENERATOR_FAMILY`; a
     generator with no known family is an error, never a silent guess. ``split = ""``: the chapter
     builds its own stratified splits."""
     name = "generators"
@@ -143,12 +189,18 @@ def generator_folders(root: str | Path | None = None, *, families: dict[str, str
             continue
         fam = families.get(g.lower()) or family_of(g)
         labelled = _is_labelled(folder)
-        has_fakes = (folder / "1_fake").is_dir() if labelled else True
+        classes = None if labelled else _class_sets(folder, name)
+        has_fakes = (folder / "1_fake").is_dir() if labelled else (
+            any((c / "1_fake").is_dir() for c in classes) if classes else True)
         if has_fakes and not fam:
             unknown.append(g)
             continue
         if labelled:
             rows += _labelled(folder, root, name=name, dataset=dataset, split="", domain=g, family=fam)
+        elif classes:
+            for cls in classes:
+                rows += _labelled(cls, root, name=name, dataset=dataset, split="", domain=g, family=fam,
+                                  content=cls.name)
         else:
             for p in files(folder, IMAGE_EXTS, name):
                 vid = p.relative_to(root).with_suffix("").as_posix()

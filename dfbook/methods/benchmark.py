@@ -8,7 +8,9 @@
 * :func:`mean_spectra` — averaged log-magnitude spectra of the high-pass residual per group (the
   fingerprints of Zhang et al. 2019 / Wang et al. 2020 Fig. 5 style plots).
 
-Images are ``uint8`` RGB arrays ``(N, S, S, 3)`` row-aligned with a manifest (:mod:`dfbook.manifest`).
+Images are ``uint8`` RGB arrays ``(N, S, S, 3)`` row-aligned with a manifest (:mod:`dfbook.manifest`), or in the
+``full`` profile an :class:`ImageSource` that reads them from disk batch by batch (:func:`pixels`): 160k FF++
+frames and 720k CNNDetection images do not fit in host memory as arrays.
 """
 
 from __future__ import annotations
@@ -24,13 +26,71 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from dfbook import metrics, paths, train
+from dfbook import imageio, metrics, paths, train
 
 STATISTICS = ("blur_energy", "saturation", "brightness", "jpeg_blockiness", "hf_residual", "noise_residual")
 ARCH_VERSION = "highpass-cnn4-bn-maxpool-3"  # part of the checkpoint key: change it when SmallCNN changes
 
 
-def global_statistics(images: np.ndarray) -> pd.DataFrame:
+class ImageSource(torch.utils.data.Dataset):
+    """The images of a manifest read from disk when needed (``full``): item ``i`` is image ``i`` as ``uint8
+    (size, size, 3)`` (:func:`dfbook.imageio.read_rgb`, resized as :func:`dfbook.imageio.load_images` does; an
+    unreadable file raises naming it). ``workers``: DataLoader processes reading and decoding."""
+
+    def __init__(self, paths_: Sequence[str], size: int, workers: int = 0):
+        self.paths, self.size, self.workers = [str(p) for p in paths_], int(size), int(workers)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i) -> np.ndarray:
+        return imageio.load_images([self.paths[int(i)]], size=self.size)[0][0]
+
+    def loader(self, dataset, batch_size: int) -> torch.utils.data.DataLoader:
+        return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=self.workers,
+                                           pin_memory=torch.cuda.is_available())
+
+    def chunks(self, rows: np.ndarray | None = None, chunk: int = 256):
+        """``uint8 (n, S, S, 3)`` arrays of ``rows`` (default all), in order, ``chunk`` at a time."""
+        rows = np.arange(len(self)) if rows is None else np.asarray(rows)
+        for batch in self.loader(torch.utils.data.Subset(self, rows.tolist()), chunk):
+            yield batch.numpy()
+
+
+class _Labelled(torch.utils.data.Dataset):
+    """``(image in [-0.5, 0.5] (3, S, S), label)`` of the given rows of an :class:`ImageSource`."""
+
+    def __init__(self, source: ImageSource, rows: np.ndarray, labels: np.ndarray):
+        self.source, self.rows, self.labels = source, np.asarray(rows), np.asarray(labels, np.float32)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i):
+        return to_tensor(self.source[self.rows[i]][None])[0], torch.tensor(self.labels[i])
+
+
+def pixels(paths_: Sequence[str], size: int, *, stream: bool = False, workers: int = 0):
+    """The images of ``paths_`` at ``size``: one ``uint8`` array in memory, or with ``stream`` an
+    :class:`ImageSource` that every function of this module reads batch by batch."""
+    if stream:
+        return ImageSource(paths_, size, workers)
+    return imageio.load_images(paths_, size=size)[0]
+
+
+def global_statistics(images, rows: np.ndarray | None = None) -> pd.DataFrame:
+    """:func:`image_statistics` of an array, or of an :class:`ImageSource` chunk by chunk -- there only of
+    ``rows`` (a bool mask or indices; default all), the others NaN, so the table stays row-aligned."""
+    if not isinstance(images, ImageSource):
+        return image_statistics(images)
+    idx = np.arange(len(images)) if rows is None else np.asarray(rows)
+    idx = np.flatnonzero(idx) if idx.dtype == bool else idx
+    parts = [image_statistics(chunk) for chunk in images.chunks(idx)]
+    table = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=list(STATISTICS), dtype=float)
+    return table.set_axis(idx).reindex(np.arange(len(images)))
+
+
+def image_statistics(images: np.ndarray) -> pd.DataFrame:
     """Per-image global statistics of ``uint8 (N, S, S, 3)`` images -> DataFrame ``(N, len(STATISTICS))``.
 
     blur_energy: variance of the Laplacian of the grey image (the usual focus measure); saturation and
@@ -147,8 +207,10 @@ def difficulty_matrix(images: np.ndarray, df: pd.DataFrame, train_groups: Sequen
     ``cache_key`` (e.g. the corpus key) each model is checkpointed under ``cache/runs/benchmark/``
     and a finished run is reloaded instead of retrained.
     """
-    x, y = to_tensor(images), df["label"].to_numpy()
+    stream = isinstance(images, ImageSource)
+    x, y = (None if stream else to_tensor(images)), df["label"].to_numpy()
     sets = test_sets(df, test_groups, test_splits, by=by, match_content=match_content)
+    scored = np.flatnonzero(np.any(list(sets.values()), axis=0)) if stream else None
     auc, hist = pd.DataFrame(index=list(train_groups), columns=list(test_groups), dtype=float), []
     for g in train_groups:
         rows = _balanced_train_rows(df, g, train_split, by, match_content, config.seed)
@@ -158,10 +220,14 @@ def difficulty_matrix(images: np.ndarray, df: pd.DataFrame, train_groups: Sequen
         if cache_key:
             tag = json.dumps([cache_key, ARCH_VERSION, g, by, train_split, match_content, repr(config)])
             ckpt = paths.cache_dir("runs", "benchmark", hashlib.sha256(tag.encode()).hexdigest()[:16])
-        h = train.fit(model, (x[rows], torch.from_numpy(y[rows]).float()), config=config, ckpt_dir=ckpt,
-                      progress=False)
+        data = _Labelled(images, rows, y[rows]) if stream else (x[rows], torch.from_numpy(y[rows]).float())
+        h = train.fit(model, data, config=config, ckpt_dir=ckpt, progress=False)
         hist.append(h.assign(train_on=g))
-        scores = train.predict(model, x, batch_size=512)
+        if stream:  # only the rows some test set uses, read batch by batch
+            scores = np.full(len(df), np.nan, np.float32)
+            scores[scored] = train.predict(model, images.loader(_Labelled(images, scored, y[scored]), 512))
+        else:
+            scores = train.predict(model, x, batch_size=512)
         for t, mask in sets.items():
             auc.loc[g, t] = metrics.auc(y[mask], scores[mask])
     return auc, pd.concat(hist, ignore_index=True)
@@ -177,15 +243,32 @@ def gap_summary(auc: pd.DataFrame, *, low: float = 0.8) -> dict[str, float]:
             "unseen_mean": float(unseen.mean()), "unseen_le_low": float((unseen <= low).mean())}
 
 
-def mean_spectra(images: np.ndarray, groups: pd.Series, order: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+def mean_spectra(images, groups: pd.Series, order: Sequence[str] | None = None, *,
+                 per_group: int = 1000) -> dict[str, np.ndarray]:
     """Per group, the mean log-magnitude spectrum ``(S, S)`` (centred, ``fftshift``) of the grey image's
     high-pass residual (image - Gaussian blur sigma 1), which removes content and keeps the
-    up-sampling and quantisation peaks generators leave (cf. Wang et al. CVPR 2020, Fig. 5)."""
-    grey = images.astype(np.float32).mean(-1) / 255.0
-    resid = grey - np.stack([cv2.GaussianBlur(g, (0, 0), 1.0) for g in grey])
-    mag = np.abs(np.fft.fftshift(np.fft.fft2(resid), axes=(1, 2)))
+    up-sampling and quantisation peaks generators leave (cf. Wang et al. CVPR 2020, Fig. 5).
+    From an :class:`ImageSource`: the first ``per_group`` images of each group, summed chunk by chunk."""
+    if isinstance(images, ImageSource):
+        groups = pd.Series(np.asarray(groups))
+        names = list(order or sorted(groups.unique()))
+        sums, counts = {}, {}
+        for g in names:
+            rows = np.flatnonzero((groups == g).to_numpy())[:per_group]
+            for chunk in images.chunks(rows):
+                mag = _residual_magnitude(chunk).sum(0)
+                sums[g] = sums.get(g, 0) + mag
+                counts[g] = counts.get(g, 0) + len(chunk)
+        return {g: np.log(sums[g] / counts[g] + 1e-6) for g in names}
+    mag = _residual_magnitude(images)
     groups = pd.Series(np.asarray(groups))
     return {g: np.log(mag[(groups == g).to_numpy()].mean(0) + 1e-6) for g in (order or sorted(groups.unique()))}
+
+
+def _residual_magnitude(images: np.ndarray) -> np.ndarray:
+    grey = images.astype(np.float32).mean(-1) / 255.0
+    resid = grey - np.stack([cv2.GaussianBlur(g, (0, 0), 1.0) for g in grey])
+    return np.abs(np.fft.fftshift(np.fft.fft2(resid), axes=(1, 2)))
 
 
 # (quantity, compare.select filters, this book's metric key). The published detectors are far larger and

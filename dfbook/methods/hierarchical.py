@@ -591,14 +591,25 @@ COMPARISON = (
 )
 
 
-def comparison_rows(table: pd.DataFrame | None = None) -> tuple[pd.DataFrame, dict[str, str]]:
+# Rows of COMPARISON that hold only for the paper's number of classes at a level (quantity -> (level, classes)).
+COMPARISON_CLASSES = {"L3 GAN 9-way, acc (stratified)": ("gan", 9), "L3 DM 4-way, acc (stratified)": ("dm", 4),
+                      "L3 among 4 DMs, acc": ("dm", 4)}
+
+
+def comparison_rows(table: pd.DataFrame | None = None, tree: Tree | None = None) -> tuple[pd.DataFrame, dict[str, str]]:
     """Published rows (:mod:`dfbook.compare`) for :data:`COMPARISON` with a ``quantity`` column, and the
-    map quantity -> this book's metric key."""
+    map quantity -> this book's metric key. With ``tree``, a level-3 row is left out when the tree's level has
+    another number of classes than the paper's (the public sets of ``full`` hold 8 GANs and 3 DMs): a 3-way
+    accuracy is not comparable with a 4-way one."""
     from dfbook import compare
 
     table = compare.load() if table is None else table
-    parts = [compare.select(table, **sel).assign(quantity=q) for q, sel, _ in COMPARISON]
-    return pd.concat(parts, ignore_index=True), {q: key for q, _, key in COMPARISON}
+    n = {"gan": len(tree.gan), "dm": len(tree.dm)} if tree is not None else {}
+    rows = [(q, sel, key) for q, sel, key in COMPARISON
+            if q not in COMPARISON_CLASSES or n.get(COMPARISON_CLASSES[q][0], COMPARISON_CLASSES[q][1])
+            == COMPARISON_CLASSES[q][1]]
+    parts = [compare.select(table, **sel).assign(quantity=q) for q, sel, _ in rows]
+    return pd.concat(parts, ignore_index=True), {q: key for q, _, key in rows}
 
 
 # ------------------------------------------------------------------------------------ saved detectors

@@ -635,10 +635,11 @@ def spectrum_scores(protocol: Protocol, size: int, *, seed: int = 0) -> np.ndarr
 
 
 def train_cnn(name: str, protocol: Protocol, config: TrainConfig, *, size: int, load_size: int,
-              pretrained: bool = True, seed: int = 0):
+              pretrained: bool = True, seed: int = 0, device=None):
     """CNNDetection-style end-to-end detector: backbone ``name`` with a fresh 1-logit head, trained on the
     training set with the same blur+JPEG augmentation (re-drawn every epoch), early-stopped on the val split.
-    Returns ``(backbone, history)``; ``backbone.model`` maps images to logits ``(N, 1)``."""
+    Returns ``(backbone, history)``; ``backbone.model`` maps images to logits ``(N, 1)``. ``device``: default
+    the GPU when there is one (:func:`dfbook.train.fit`); ``config.num_workers`` processes decode images."""
     from dfbook import backbones, train
 
     bb = backbones.create(name, pretrained=pretrained, num_classes=1, init_seed=seed)
@@ -649,16 +650,18 @@ def train_cnn(name: str, protocol: Protocol, config: TrainConfig, *, size: int, 
         if event == "epoch":
             tr.set_epoch(int(info["epoch"]))
 
-    history = train.fit(bb.model, tr, val=va, config=config, callbacks=[next_views], progress=False, device="cpu")
+    history = train.fit(bb.model, tr, val=va, config=config, callbacks=[next_views], progress=False, device=device)
     return bb, history
 
 
-def cnn_scores(bb, df: pd.DataFrame, tf: Transform, batch_size: int = 128) -> np.ndarray:
-    """P(fake) of an end-to-end detector for every row of ``df`` (images through ``tf``)."""
+def cnn_scores(bb, df: pd.DataFrame, tf: Transform, batch_size: int = 128, num_workers: int = 0) -> np.ndarray:
+    """P(fake) of an end-to-end detector for every row of ``df`` (images through ``tf``), on the device the
+    detector is on."""
     from dfbook import train
 
-    loader = torch.utils.data.DataLoader(ImageDataset(df, tf), batch_size=batch_size, shuffle=False)
-    return train.predict(bb.model, loader, device="cpu")
+    loader = torch.utils.data.DataLoader(ImageDataset(df, tf), batch_size=batch_size, shuffle=False,
+                                         num_workers=num_workers, pin_memory=torch.cuda.is_available())
+    return train.predict(bb.model, loader)
 
 
 def robustness(backbone, head: nn.Module, feats: dict, protocol: Protocol, test_tf: Transform, sets,

@@ -272,13 +272,39 @@ def balanced_purity(labels: np.ndarray, truth: np.ndarray) -> float:
     return max(ba, 1.0 - ba)
 
 
+PACKAGE_MODEL = "face_recognition_models"  # LANDMARK_MODEL value: dlib's 68-point model from that PyPI package
+
+
+def landmark_model_path(value: str | Path) -> Path | None:
+    """Where dlib's 68-point predictor is: ``""`` -> None (the mini corpus's ground-truth landmarks);
+    ``"face_recognition_models"`` -> ``shape_predictor_68_face_landmarks.dat`` shipped in the PyPI package
+    face-recognition-models (the ``[full]`` extra; located without importing it, which needs pkg_resources);
+    anything else -> a file path, relative ones under ``$DFBOOK_DATA`` (the manual download)."""
+    import importlib.util
+
+    from dfbook import paths
+
+    if not str(value):
+        return None
+    if str(value) != PACKAGE_MODEL:
+        return paths.resolve_data_path(str(value))
+    spec = importlib.util.find_spec(PACKAGE_MODEL)
+    where = list(spec.submodule_search_locations or []) if spec is not None else []
+    found = [Path(d) / "models" / "shape_predictor_68_face_landmarks.dat" for d in where]
+    if not found or not found[0].is_file():
+        raise FileNotFoundError(
+            f"LANDMARK_MODEL = {PACKAGE_MODEL!r} needs the PyPI package face-recognition-models (dlib's 68-point model, "
+            "trained on iBUG 300-W: non-commercial use only): `pip install -e '.[full]'`, or set LANDMARK_MODEL to the "
+            "path of shape_predictor_68_face_landmarks.dat downloaded from dlib.net.")
+    return found[0]
+
+
 def dlib_landmarks(df: pd.DataFrame, model_file: str | Path, progress: bool = True) -> np.ndarray:
     """``full`` profile: dlib-68 landmarks ``(N, 68, 2)`` float32 for face crops (NaN rows where dlib's frontal
     detector, upsample 0, finds no face), with a user-supplied ``shape_predictor_68_face_landmarks.dat``
-    (a relative path is taken under ``$DFBOOK_DATA``)."""
-    from dfbook import paths
-
-    path = paths.resolve_data_path(str(model_file)) if model_file else None
+    (a relative path is taken under ``$DFBOOK_DATA``), or the copy in face-recognition-models
+    (:func:`landmark_model_path`)."""
+    path = landmark_model_path(model_file) if model_file else None
     if path is None or not path.is_file():
         raise FileNotFoundError(
             f"landmark model {str(model_file)!r} not found. Stage 1 needs dlib's 68-point predictor: download "
@@ -885,7 +911,7 @@ def landmarks_for(df: pd.DataFrame, model_file: str = "", *, progress: bool = Tr
     if model_file:
         from dfbook import backbones, manifest, paths
 
-        model = paths.resolve_data_path(str(model_file))
+        model = landmark_model_path(model_file)
         ident = backbones.file_identity(model) if model.is_file() else "missing"  # dlib_landmarks says what to do
         key = _hash({"version": VERSION, "files": manifest.content_hash(df, ["path"]), "model": ident})
         cache = paths.cache_dir("unsupervised_video", "landmarks") / f"landmarks-{key}.npy"
