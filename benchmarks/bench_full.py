@@ -116,6 +116,15 @@ WORKLOADS = [
     Work("unsupervised_video", "Xception@299", "train", 5_000 * 32 * 0.8, 300, "pseudo-labelled FF++ frames (VAF_FRAMES 32, KEEP 0.8) x BASELINE_EPOCHS 300"),
     Work("unsupervised_video", "ConvNeXt-B@299", "train", 5_000 * 32 * 0.8, 20, "the fork: FORK_EPOCHS 20"),
     Work("unsupervised_video", "Xception@299", "extract", 5_000 * 32 + 209_000, 300 // 100 + 1, "re-selection every 100 epochs + tests"),
+    # leaderboard: every saved detector scores the full test matrix (FF++ test 32k + Celeb-DF-v2 209k + WildDeepfake
+    # test ~120k + UADFV ~15k frames + CNNDetection test 70k + UnivFD 10k ~ 456k images) clean and under 3 perturbations;
+    # the defenders mixture's seven experts are counted by backbone
+    *[Work("leaderboard", model, "extract", 456_000, 4 * n, f"test matrix x (clean + JPEG, blur, resize){note}")
+      for model, n, note in (("UCF 2xXception@256", 1, ", UCF"), ("CLIP ViT-L/14@224", 1, ", UnivFD probe and NN (shared features)"),
+                             ("CLIP ViT-B/32@224", 1, ", CLIP-PEFT adapter"), ("ResNet-18@224", 1, ", hierarchical level 1"),
+                             ("ConvNeXt-B@299", 1, ", unsupervised fork"), ("ConvNeXtV2-T@512", 3, ", 3 defenders experts"),
+                             ("EffNet-B4@512", 2, ", 2 defenders experts"), ("EffNet-B5@512", 2, ", 2 defenders experts"),
+                             ("EffNet-B6@512", 1, ", 1 defenders expert"))],
 ]
 
 
