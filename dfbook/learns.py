@@ -74,5 +74,5 @@ def does_it_learn(run, rows: Sequence[Mapping]) -> pd.DataFrame:
         out.append({"detector": spec["detector"], "in-distribution test": spec["test"], "metric": metric,
                     "this book": round(value, 4), "95% CI": "" if ci is None else f"[{ci[0]:.3f}, {ci[1]:.3f}]",
                     "target": target, "verdict": verdict(value, ci, target),
-                    "paper": round(paper_value, 4), "paper source": paper_source, "record key": key})
-    return pd.DataFrame(out)
+                    "paper": "" if np.isnan(paper_value) else f"{paper_value:.4g}", "paper source": paper_source, "record key": key})
+    return pd.DataFrame(out).set_index("detector")
