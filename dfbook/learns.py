@@ -45,6 +45,9 @@ def _paper(paper: Mapping | None, table: pd.DataFrame) -> tuple[float, str]:
     if not paper:
         return np.nan, ""
     rows = compare.select(table, **paper)
+    if len(rows) != 1:
+        raise ValueError(f"does_it_learn: the paper filters {paper} match {len(rows)} rows of paper_results.csv "
+                         f"({rows['test_set'].tolist()[:4]} ...); name one published number")
     row = rows.iloc[0]
     return float(row["value"]), f"{row['system']}: {row['test_set']} {row['metric']} ({row['evidence']})"
 
