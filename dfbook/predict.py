@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from dfbook import runtime
+from dfbook import runtime, scores_out
 from dfbook.datasets._layout import IMAGE_EXTS, VIDEO_EXTS
 
 log = logging.getLogger(__name__)
@@ -115,23 +115,19 @@ def _files(rows) -> pd.DataFrame:
     return out.astype({"frames": "Int64", "faces_found": "Int64"})
 
 
-def _sibling(out: Path, kind: str) -> Path:
-    return out.with_name(f"{out.stem}.{kind}{out.suffix or '.csv'}")
-
-
 def _emit(files: pd.DataFrame, frames: pd.DataFrame | None, out: Path | None, *, partial: bool = False) -> str:
     if out is None:
         sys.stdout.write(files.to_csv(index=False))
         if frames is not None:
             sys.stdout.write("\n" + frames.to_csv(index=False))
         return ""
-    target = _sibling(out, "partial") if partial else out
+    target = scores_out.sibling(out, "partial") if partial else out
     target.parent.mkdir(parents=True, exist_ok=True)
     files.to_csv(target, index=False)
     if frames is not None:
-        frames.to_csv(_sibling(target, "frames"), index=False)
+        frames.to_csv(scores_out.sibling(target, "frames"), index=False)
     if not partial:
-        _sibling(out, "partial").unlink(missing_ok=True)
+        scores_out.sibling(out, "partial").unlink(missing_ok=True)
     return str(target)
 
 
@@ -201,15 +197,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     where = _emit(table, frames if args.frames else None, args.out)
     if where:
-        print(f"wrote {where}" + (f" and {_sibling(Path(where), 'frames')}" if args.frames else ""), file=sys.stderr)
-    if len(skipped):
-        listed = _sibling(args.out, "skipped") if args.out is not None else None
-        if listed is not None:
-            skipped.to_csv(listed, index=False)
-        print(f"dfbook predict: skipped {len(skipped)} unreadable file(s) of {len(files)}"
-              + (f", listed in {listed}" if listed else "") + ":", file=sys.stderr)
-        for row in skipped.itertuples():
-            print(f"  {row.reason}", file=sys.stderr)
+        print(f"wrote {where}" + (f" and {scores_out.sibling(Path(where), 'frames')}" if args.frames else ""), file=sys.stderr)
+    scores_out.report_skipped("dfbook predict", skipped, len(files), args.out, "file")
     return 0
 
 

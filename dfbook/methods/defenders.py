@@ -39,7 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dfbook import manifest, runtime
+from dfbook import manifest, runtime, scores_out
 
 log = logging.getLogger(__name__)
 
@@ -804,11 +804,6 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _sibling(out: Path, kind: str) -> Path:
-    """``scores.csv`` -> ``scores.<kind>.csv``."""
-    return out.with_name(f"{out.stem}.{kind}{out.suffix or '.csv'}")
-
-
 def _emit(table: pd.DataFrame, out: Path | None, *, partial: bool = False) -> str:
     """Print ``infer.py``'s line per scored image and write the table (to ``OUT.partial.csv`` for the images
     scored before a strict run stopped, so the unfinished table is never taken for the full one)."""
@@ -816,11 +811,11 @@ def _emit(table: pd.DataFrame, out: Path | None, *, partial: bool = False) -> st
         print(f"Prediction of [{row.path}] being Deepfake: {row.score:10.9f}")  # infer.py's line
     if out is None:
         return ""
-    target = _sibling(out, "partial") if partial else out
+    target = scores_out.sibling(out, "partial") if partial else out
     target.parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(target, index=False)
     if not partial:
-        _sibling(out, "partial").unlink(missing_ok=True)  # an earlier stopped run's table is superseded
+        scores_out.sibling(out, "partial").unlink(missing_ok=True)  # an earlier stopped run's table is superseded
     return str(target)
 
 
@@ -857,15 +852,7 @@ def main(argv: list[str] | None = None) -> int:
     where = _emit(table, args.out)
     if where:
         print(f"wrote {where}")
-    skipped = table.attrs["skipped"]
-    if len(skipped):
-        listed = _sibling(args.out, "skipped") if args.out is not None else None
-        if listed is not None:
-            skipped.to_csv(listed, index=False)
-        print(f"dfbook predict-defenders: skipped {len(skipped)} unreadable image(s) of {len(images)}"
-              + (f", listed in {listed}" if listed else "") + ":", file=sys.stderr)
-        for row in skipped.itertuples():
-            print(f"  {row.reason}", file=sys.stderr)
+    scores_out.report_skipped("dfbook predict-defenders", table.attrs["skipped"], len(images), args.out, "image")
     return 0
 
 
