@@ -97,6 +97,32 @@ def test_transform_modes_shapes_and_seeding():
         U.Transform("clip", **kw)
 
 
+def test_mini_training_views_are_not_resampled():
+    """The original's train-time resize to 256 is the identity on ProGAN's 256-px images; mini's LOAD_SIZE must be
+    the identity on its own images too (a resize to 73 px resampled every training view and no test image: the
+    probe's in-domain AP fell from 0.95 to 0.60, benchmarks/probe_regime.py). With augmentation off a training view
+    is the test view or its mirror image."""
+    import yaml
+
+    from dfbook import params, paths, runner
+    from dfbook.bench import images
+
+    cell = next(c for c in runner.read_notebook("univfd").cells if "parameters" in c.metadata.get("tags", []))
+    mini = {k: v["default"] for k, v in params.parse_parameters(cell.source).items()}
+    assert mini["LOAD_SIZE"] == mini["CROP"] == images.DEFAULTS["size"], "mini views must keep the images' side"
+    full = yaml.safe_load((paths.notebooks_dir() / "params" / "univfd.full.yaml").read_text())
+    assert full["LOAD_SIZE"] == 256 and full["CROP"] == 224, "full keeps the paper's sizes"
+    pil = Image.fromarray(_img(3, 64))
+    kw = dict(size=64, load_size=64, mean=(0.5,) * 3, std=(0.5,) * 3)
+    test = U.Transform("center_crop", **kw)(pil)
+    off = (("blur_prob", 0.0), ("jpg_prob", 0.0))
+    views = [U.Transform("train", aug=off, view=v, **kw)(pil) for v in range(8)]
+    assert all(torch.equal(v, test) or torch.equal(v, test.flip(-1)) for v in views)
+    assert any(torch.equal(v, test.flip(-1)) for v in views) and any(torch.equal(v, test) for v in views)
+    resized = U.Transform("train", aug=off, **{**kw, "load_size": 73})(pil)
+    assert not (torch.equal(resized, test) or torch.equal(resized, test.flip(-1))), "73 px resamples"
+
+
 def test_seed_preprocess_jpegs_everything_and_blurs_about_half():
     img = np.zeros((32, 32, 3), np.uint8)
     img[:, 13:] = 255                                   # a step edge off the 8x8 JPEG grid; blur flattens it
