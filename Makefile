@@ -21,8 +21,8 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 book: setup            ## run every chapter on $(PROFILE), then build the HTML book in _build/html
 	$(BIN)/dfbook book --profile $(PROFILE) --jobs $(JOBS)
 
-test: setup            ## the test suite
-	$(BIN)/python -m pytest
+test: setup            ## the test suite, one file per worker process, as many workers as cores
+	$(BIN)/python -m pytest -n auto --dist loadfile
 
 run: setup             ## one chapter: make run CHAPTER=univfd [PROFILE=full]
 	$(BIN)/dfbook run $(CHAPTER) --profile $(PROFILE)
