@@ -18,7 +18,8 @@ trained on one of these training views:
 
 CLIP-PEFT (FF++-like faces, one manipulation -> the same manipulation, held-out identities, AUC): the linear
 ceiling (standardised logistic regression) on the final embedding and on the class token / mean patch token
-of every transformer block. About 4 minutes on one core. ``--pretrain-seed N`` (N > 0) pretrains ``mini:clip``
+of every transformer block; ``--only arch``: the same ceiling on random-init image towers of other shapes (patch
+size, width, pooling), about 6 minutes. About 4 minutes on one core. ``--pretrain-seed N`` (N > 0) pretrains ``mini:clip``
 with zoo seed N into a temporary folder first (about 90 s), as ``benchmarks/zoo_recipe.py`` does; 0 is the zoo's
 own weights. ``benchmarks/results/probe_regime.jsonl`` holds the runs quoted in the univfd chapter and issue 18.
 """
@@ -130,16 +131,55 @@ def clip_peft_rows(seed: int):
                        "score": round(float(roc_auc_score(y[te], ceiling(x[tr], y[tr], x[te]))), 4), "seed": seed}
 
 
+ARCH_VARIANTS = {  # vision_cfg overrides of dfbook.zoo.CLIP_CFG (the embedding as wide as the tower)
+    "patch 8, width 64 (the zoo's)": {},
+    "patch 4, width 64": {"patch_size": 4},
+    "patch 8, width 256": {"width": 256, "head_width": 64},
+    "patch 4, width 128": {"patch_size": 4, "width": 128, "head_width": 32},
+    "patch 8, width 64, mean-pooled tokens": {"pool_type": "avg"},
+}
+
+
+def arch_rows(seed: int, methods=("FaceSwap", "Deepfakes")):
+    """The linear ceiling on FF++-like faces of random-init image towers of other shapes: does any architecture
+    carry the manipulations linearly before pretraining?"""
+    import copy
+
+    import open_clip
+
+    frames = clip_peft.load_frames("")
+    frames = frames[frames["method"].isin(["real", *methods])].reset_index(drop=True)
+    imgs, _ = imageio.load_images(list(frames["path"]), zoo.SIZE)
+    x = zoo._to_tensor(imgs, *zoo.OPENAI_CLIP)
+    y = frames["label"].to_numpy()
+    for name, over in ARCH_VARIANTS.items():
+        cfg = copy.deepcopy(zoo.CLIP_CFG)
+        cfg["vision_cfg"].update(over)
+        cfg["embed_dim"] = cfg["vision_cfg"]["width"]
+        torch.manual_seed(seed)
+        model = open_clip.CLIP(**cfg).eval()
+        with torch.inference_mode():
+            feats = torch.cat([model.encode_image(b) for b in x.split(256)]).numpy()
+        for method in methods:
+            p = clip_peft.corrected_protocol(frames, method, method)
+            tr, te = p["train"].index.to_numpy(), p["test"].index.to_numpy()
+            yield {"task": f"clip_peft {method} AUC", "init": "random-init", "view": name,
+                   "reader": "logistic regression (ceiling)",
+                   "score": round(float(roc_auc_score(y[te], ceiling(feats[tr], y[tr], feats[te]))), 4), "seed": seed}
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seed", type=int, default=0, help="protocol seed and random-init seed")
     ap.add_argument("--pretrain-seed", type=int, default=0, help="zoo pretraining seed of mini:clip (0: the zoo's)")
-    ap.add_argument("--only", choices=["univfd", "clip_peft"], help="one of the two tasks")
+    ap.add_argument("--only", choices=["univfd", "clip_peft", "arch"],
+                    help="one task (arch: random-init towers of other shapes on faces, not run by default)")
     ap.add_argument("--out", type=Path, help="append the rows as JSON lines")
     args = ap.parse_args()
     torch.set_num_threads(1)
-    rows = [*(univfd_rows(args.seed, args.pretrain_seed) if args.only != "clip_peft" else []),
-            *(clip_peft_rows(args.seed) if args.only != "univfd" else [])]
+    rows = [*(univfd_rows(args.seed, args.pretrain_seed) if args.only in (None, "univfd") else []),
+            *(clip_peft_rows(args.seed) if args.only in (None, "clip_peft") else []),
+            *(arch_rows(args.seed) if args.only == "arch" else [])]
     import pandas as pd
 
     df = pd.DataFrame(rows)
