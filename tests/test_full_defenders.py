@@ -142,6 +142,9 @@ def test_defenders_full_path_on_prepared_faces_and_published_image_sets(defender
     shipped = defenders_inputs
     faces = manifest.read(paths.resolve_data_path(shipped["FACES"]))
     assert set(faces["dataset"]) == {"ffpp", "celebdf_v2", "wilddeepfake"}  # one manifest of three datasets
+    released = paths.resolve_data_path(shipped["RELEASED_IMAGES"])  # the crops the released model scores
+    assert released.is_dir() and set(faces.loc[faces["dataset"] == "celebdf_v2", "path"].map(
+        lambda p: Path(p).resolve().is_relative_to(released.resolve()))) == {True}
     save_random_openclip(shipped["ENCODER"])
     for name in EXPERTS:
         save_random_timm(name)
