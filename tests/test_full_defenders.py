@@ -9,7 +9,6 @@ import json
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 from test_full_profile import FF_PAIRS, full_data, write_cnndetection  # noqa: F401  (full_data: a fixture)
 
@@ -75,8 +74,8 @@ def write_wilddeepfake(root: Path, write_pngs) -> None:
     are the frame numbers."""
     for k, folder in enumerate(("real_train", "real_test", "fake_train", "fake_test")):
         for n in (1, 2):
-            write_pngs(root / folder / f"{k}{n}" / folder.split("_")[0] / f"{k}{n}", 3, size=48, seed=200 + 10 * k + n,
-                       name="{i}2.png")
+            write_pngs(root / folder / f"{k}{n}" / folder.split("_")[0] / f"{k}{n}", 3, size=48,
+                       seed=200 + 10 * k + n, name="{i}2.png")
 
 
 def write_image_sets(data: Path, write_pngs) -> None:
