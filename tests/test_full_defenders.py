@@ -60,7 +60,8 @@ def write_celebdf_v2(root: Path) -> None:
     YouTube-real/NNNNN.mp4, Celeb-synthesis/idX_idY_NNNN.mp4, List_of_testing_videos.txt with lines
     '<1 real | 0 fake> <folder>/<video>.mp4' and CRLF line endings."""
     videos = ["Celeb-real/id0_0000.mp4", "Celeb-real/id1_0000.mp4", "YouTube-real/00000.mp4",
-              "Celeb-synthesis/id0_id1_0000.mp4", "Celeb-synthesis/id1_id0_0000.mp4", "Celeb-synthesis/id2_id0_0000.mp4"]
+              "Celeb-synthesis/id0_id1_0000.mp4", "Celeb-synthesis/id1_id0_0000.mp4",
+              "Celeb-synthesis/id2_id0_0000.mp4"]
     for k, v in enumerate(videos):
         write_face_video(root / v, seed=100 + k)
     listed = ["1 YouTube-real/00000.mp4", "1 Celeb-real/id1_0000.mp4", "0 Celeb-synthesis/id1_id0_0000.mp4",
