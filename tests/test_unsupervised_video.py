@@ -465,9 +465,13 @@ def test_landmarks_without_a_model_say_what_to_download(tmp_path, monkeypatch):
 
 @pytest.mark.slow  # ~15 s: prepares 16 short videos with the Haar detector
 def test_full_data_path_celebdf_v2_training_domain(tmp_path, monkeypatch):
-    """Celeb-DF-v2 (train/test lists only) and UADFV layouts on disk -> load_faces("full") through dfbook prepare
-    -> chapter_sets with Celeb-DF-v2 as the training domain: the fork's second row, which needs a held-out val."""
+    """Celeb-DF-v2 (train/test lists only) and UADFV layouts on disk -> `dfbook prepare` of each into one folder ->
+    load_faces("full", FACES) -> chapter_sets with Celeb-DF-v2 as the training domain: the fork's second row, which
+    needs a held-out val. The chapter reads the prepared crops and never detects a face itself (issue 19: the full
+    path ran MTCNN over every frame inside a notebook cell)."""
     from test_prepare import N_BLANK, N_FACE, write_clip
+
+    from dfbook import prepare
 
     clip = write_clip(tmp_path / "clip.avi")
     data = tmp_path / "data"
@@ -486,12 +490,19 @@ def test_full_data_path_celebdf_v2_training_domain(tmp_path, monkeypatch):
     monkeypatch.setenv("DFBOOK_DATA", str(data))
     monkeypatch.setenv("DFBOOK_CACHE", str(tmp_path / "cache"))
 
-    faces = uv.load_faces("full", ["celebdf_v2", "uadfv"], n_frames=4, size=32, detector="haar")
+    out = data / "prepared" / "faces_299"
+    for d in ("celebdf_v2", "uadfv"):
+        assert prepare.main([d, str(out), "--frames", "4", "--size", "32", "--detector", "haar"]) == 0
+
+    def no_detection(*a, **kw):
+        raise AssertionError("the chapter detected faces itself")
+
+    monkeypatch.setattr(prepare, "make_detector", no_detection)
+    faces = uv.load_faces("full", ["celebdf_v2", "uadfv"], "prepared/faces_299/manifest.csv")
     per_video = len(range(N_BLANK, N_BLANK + N_FACE, 4))  # frames 0, 3, 7, 11 sampled; the first is blank
     assert faces.groupby(["domain", "video_id"]).size().eq(3).all() and per_video == 3
     counts = faces.attrs["prepare"]
-    assert counts["celebdf_v2"] == {"sources": 12, "sources_unreadable": 0, "sources_without_face": 0, "faces": 36,
-                                    "frames_without_face": 12, "frames_undecodable": 0}
+    assert counts["celebdf_v2"] == {"videos": 12, "faces": 36, "frames_without_face": 12}
     assert counts["uadfv"]["faces"] == 12
 
     sets = uv.chapter_sets(faces, "celebdf_v2", ["uadfv"], vaf_frames=3, train_frames=1, eval_frames=3,
@@ -499,8 +510,12 @@ def test_full_data_path_celebdf_v2_training_domain(tmp_path, monkeypatch):
     assert set(sets["val"]["label"]) == {0, 1}                                  # id0..id3 have fakes: one moves
     assert not set(sets["val"]["identity"]) & set(sets["train"]["identity"])
     assert sets["test/celebdf_v2"]["video_id"].nunique() == 2 and sets["test/uadfv"]["video_id"].nunique() == 4
-    assert (uv.load_faces("full", ["uadfv"], n_frames=4, size=32, detector="haar")["path"]
-            == faces[faces["domain"] == "uadfv"]["path"].to_numpy()).all()      # prepared once, then read back
+    assert (uv.load_faces("full", ["uadfv"], "prepared/faces_299/manifest.csv")["path"]
+            == faces[faces["domain"] == "uadfv"]["path"].to_numpy()).all()      # one manifest, any subset
+    with pytest.raises(ValueError, match=r"holds no face crops of \['celebdf_v1'\].*dfbook prepare celebdf_v1"):
+        uv.load_faces("full", ["celebdf_v1", "uadfv"], "prepared/faces_299/manifest.csv")
+    with pytest.raises(ValueError, match=r"FACES is empty"):
+        uv.load_faces("full", ["uadfv"])
 
 
 @pytest.mark.slow  # ~15 s: builds ConvNeXt-B and Xception at 299 px with random weights

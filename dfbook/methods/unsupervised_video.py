@@ -1114,31 +1114,43 @@ def video_stats(run: EncoderRun, df: pd.DataFrame, set_name: str) -> pd.DataFram
     return st.assign(label=st["key"].map(y).to_numpy())
 
 
-def load_faces(profile: str, domains: Sequence[str], *, n_frames: int = 32, size: int = 299,
-               detector: str = "mtcnn", device="cpu") -> pd.DataFrame:
+def load_faces(profile: str, domains: Sequence[str], faces_csv: str = "") -> pd.DataFrame:
     """The frame manifest of ``domains``. ``mini``: the synthetic faces corpus (``corpus.load("faces")``, ground-
-    truth landmarks included). ``full``: FF++ / Celeb-DF v1, v2 / UADFV from ``$DFBOOK_DATA`` through ``dfbook
-    prepare`` (``n_frames`` evenly spaced frames per video, ``detector`` face crops of side ``size`` on ``device``,
-    cached and resumable), with a ``domain`` column = dataset name; ``attrs["prepare"]`` holds each dataset's
-    counts of videos, faces and frames lost (no face, undecodable), for the record."""
+    truth landmarks included). ``full``: the face crops ``dfbook prepare`` wrote for FF++ / Celeb-DF v1, v2 / UADFV
+    (``faces_csv``: its ``manifest.csv`` under ``$DFBOOK_DATA``, e.g. ``prepared/faces_299/manifest.csv``), with a
+    ``domain`` column = dataset name; ``attrs["prepare"]`` holds each dataset's counts of videos, faces and frames
+    without a face (``faces_missing.csv``), for the record. Face detection is ``prepare``'s work (resumable, on the
+    GPU, its misses counted), never this chapter's."""
     if profile == "mini":
         from dfbook.bench import corpus
 
         df = corpus.load("faces")
         return df[df["domain"].isin(domains)].reset_index(drop=True)
-    from dfbook import paths, prepare
+    from dfbook import manifest, paths
 
-    unknown = set(domains) - set(prepare.VIDEO_DATASETS)
-    if unknown:
-        raise ValueError(f"no video dataset adapter for {sorted(unknown)}; known: {sorted(prepare.VIDEO_DATASETS)}")
-    parts, counts = [], {}
+    command = (f"for d in {' '.join(sorted(domains))}; do dfbook prepare $d $DFBOOK_DATA/prepared/faces_299 "
+               "--size 299; done")
+    if not faces_csv:
+        raise ValueError(f"FACES is empty: the full profile reads the face crops of `dfbook prepare` ({command}) "
+                         "from FACES = prepared/faces_299/manifest.csv")
+    csv = paths.resolve_data_path(faces_csv)
+    if not csv.is_file():
+        raise FileNotFoundError(f"FACES {csv} not found; write it with `{command}`")
+    df = manifest.read(csv)
+    col = "domain" if "domain" in df else "dataset"
+    absent = [d for d in domains if not (df[col] == d).any()]
+    if absent:
+        raise ValueError(f"{csv} holds no face crops of {absent} (it holds {sorted(df[col].unique())}); add them "
+                         f"with `dfbook prepare {absent[0]} {csv.parent}` (the folder's own --size and --frames)")
+    faces = df[df[col].isin(domains)].assign(domain=lambda d: d[col]).reset_index(drop=True)
+    missing_csv = csv.parent / "faces_missing.csv"
+    missing = pd.read_csv(missing_csv, dtype=str, keep_default_na=False) if missing_csv.is_file() else None
+    counts = {}
     for d in domains:
-        out = prepare.prepare(prepare.VIDEO_DATASETS[d](),
-                              paths.cache_dir("prepared", f"{d}-{detector}-{n_frames}x{size}"),
-                              n_frames=n_frames, size=size, detector=detector, device=str(device))
-        parts.append(out.manifest.assign(domain=d))
-        counts[d] = out.counts()
-    faces = pd.concat(parts, ignore_index=True)
+        part = faces[faces["domain"] == d]
+        lost = missing[missing["video_key"].str.startswith(f"{d}/")] if missing is not None and len(missing) else ()
+        counts[d] = {"videos": int(manifest.video_key(part).nunique()), "faces": int(len(part)),
+                     "frames_without_face": int(len(lost))}
     faces.attrs["prepare"] = counts
     return faces
 
