@@ -2,9 +2,12 @@
 publishers ship (``../shared/reference/published_layouts.md``, the row is cited per tree), ``dfbook prepare`` run as
 ``notebooks/params/ucf.full.yaml`` documents it (one face folder of FF++ c23 + Celeb-DF-v2 + WildDeepfake), AI-Face v2
 annotation CSVs for the demographics, random weights where a user puts the ImageNet Xception file, and the chapter
-with its shipped ``full`` parameters. Only sizes are overridden (input side, epochs, batch, bootstrap resamples,
-workers, t-SNE points, grid size): the code path (DeepfakeBench Xceptions, streaming, augmentations, workers, the
-AI-Face join, Grad-CAM at ``encoder_f.conv4``) is the shipped one."""
+with its shipped ``full`` parameters. Only sizes are overridden (input side, frames per video, epochs, batch,
+bootstrap resamples, workers, t-SNE points, grid size): the code path (DeepfakeBench Xceptions, streaming,
+augmentations, DataLoader workers, the AI-Face join, Grad-CAM at ``encoder_f.conv4``, the saved detector) is the
+shipped one. The two Xceptions are full size with random weights (``ucf.build_full`` has no smaller variant, and a
+smaller encoder would be the mini code path), at 64 px, the smallest side whose 1/32 map AdaIN can normalise; they
+make this the slowest of the smoke runs (~90 s on two idle cores, one thread)."""
 
 from __future__ import annotations
 
@@ -74,7 +77,7 @@ def write_celebdf_v2(root: Path) -> None:
     videos = {"Celeb-real": ["id0_0000", "id1_0000", "id2_0000"], "YouTube-real": ["00000", "00001"],
               "Celeb-synthesis": ["id0_id1_0000", "id1_id0_0000", "id2_id0_0000", "id0_id2_0001"]}
     listed = []
-    for k, (folder, stems) in enumerate((f, s) for f, s in videos.items()):
+    for k, (folder, stems) in enumerate(videos.items()):
         for j, stem in enumerate(stems):
             write_video(root / folder / f"{stem}.mp4", 100 + 10 * k + j)
             if j:  # the first video of each folder is a training video
@@ -149,19 +152,28 @@ def test_ucf_full_path_on_published_trees(tmp_path, monkeypatch, build_dir, writ
     stem.parent.mkdir(parents=True)
     torch.save(timm.create_model("legacy_xception").state_dict(), stem.with_name(stem.name + ".pth"))
     assert ucf.imagenet_weights(shipped["IMAGENET_WEIGHTS"]) == stem.with_name(stem.name + ".pth")
+    # and a stand-in of DeepfakeBench's released ucf_best.pth (its UCFDetector state dict, saved under DataParallel)
+    released = ucf.default_checkpoint()
+    released.parent.mkdir(parents=True)
+    torch.manual_seed(1)
+    torch.save({f"module.{k}": v for k, v in ucf.build_full().state_dict().items()}, released)
 
-    res = runner.run_chapter("ucf", "full", {
-        "RESOLUTION": SIDE, "TRAIN_FRAMES": 1, "TEST_FRAMES": 1, "EPOCHS": 1, "BATCH_PAIRS": 4, "GRID_FRAMES": 1, "GRID_EPOCHS": 1,
-        "GRID_BATCH": [4], "GRID_LR": [0.0002], "WORKERS": 1, "N_BOOT": 20, "TSNE_POINTS": 20}, quiet=True)
+    # sizes only; the grid keeps one (batch, lr) cell plus its two noise runs
+    sizes = {"RESOLUTION": SIDE, "TRAIN_FRAMES": 1, "TEST_FRAMES": 1, "EPOCHS": 1, "BATCH_PAIRS": 4, "GRID_FRAMES": 1,
+             "GRID_EPOCHS": 1, "GRID_BATCH": [4], "GRID_LR": [0.0002], "WORKERS": 1, "N_BOOT": 20, "TSNE_POINTS": 20}
+    res = runner.run_chapter("ucf", "full", {**sizes, "UCF_CHECKPOINT": "weights/deepfakebench/ucf_best.pth"},
+                             quiet=True)
     assert res.status == "ok", res.error
     rec = json.loads(res.record.read_text())
     params = rec["params"]
     assert params["PROFILE"] == "full" and params["ENCODER"] == "deepfakebench:xception" and params["STREAM"]
     assert params["AUGMENT"] and params["GRADCAM_LAYER"] == "encoder_f.conv4"
+    assert {"saved/ucf", "saved/ucf_released"} <= set(rec["models"])
     m = rec["metrics"]
     for key in ("test/frame_auc", "celebdf_v2/frame_auc", "wilddeepfake/video_auc",
                 "corrected/celebdf_v2/frame_auc", "published/wilddeepfake/frame_auc", "imbalanced/test/frame_auc",
-                "grid/noise_float/val_auc", "grid/noise_wrap/val_auc"):
+                "grid/noise_float/val_auc", "grid/noise_wrap/val_auc", "released/celebdf_v2/frame_auc",
+                "released/wilddeepfake/video_auc"):
         assert 0 <= m[key]["value"] <= 1, key
     assert m["published/celebdf_v2/frame_auc"]["value"] >= m["corrected/celebdf_v2/frame_auc"]["value"]
     notes = rec["notes"]
