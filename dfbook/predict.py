@@ -163,7 +163,7 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Exit code 0 done, 2 a user error (one line on stderr)."""
     parser = _parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)   # options may stand between the paths: `ucf/ucf --profile full a.png`
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
     if args.list:
         table = list_table(args.profile)
