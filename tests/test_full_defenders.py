@@ -8,65 +8,28 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
-from test_full_profile import FF_PAIRS, full_data, write_cnndetection  # noqa: F401  (full_data: a fixture)
+from test_full_profile import (FF_PAIRS, full_data, save_random_openclip, save_random_weights,  # noqa: F401
+                               write_celebdf, write_cnndetection, write_ffpp_videos)        # (full_data: a fixture)
 
-from dfbook import backbones, cli, manifest, paths, runner
+from dfbook import cli, manifest, paths, runner
 
 # The release's families, small: ConvNeXtV2 (atto for tiny) and EfficientNet NS (B0 for B4-B6).
 EXPERTS = ["timm:convnextv2_atto.fcmae_ft_in1k", "timm:tf_efficientnet_b0.ns_jft_in1k"]
 
 
-def write_face_video(path: Path, seed: int, n: int = 4, side: int = 128) -> None:
-    """A short clip of a real face (skimage's astronaut, which OpenCV's Haar cascade finds) with a little per-video
-    noise, so that `dfbook prepare --detector haar` crops a face in every frame."""
-    import cv2
-    from skimage import data as skdata
-
-    face = cv2.resize(np.ascontiguousarray(skdata.astronaut()[0:300, 100:400]), (side, side)).astype(np.int16)
-    rng = np.random.default_rng(seed)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 10, (side, side))
-    for _ in range(n):
-        frame = np.clip(face + rng.integers(-12, 13, face.shape), 0, 255).astype(np.uint8)
-        writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
-    writer.release()
-
-
-def write_ffpp_videos(root: Path) -> None:
-    """published_layouts.md, 'FaceForensics++' (ondyari/FaceForensics): original_sequences/youtube/c23/videos/
-    NNN.mp4, manipulated_sequences/<method>/c23/videos/<target>_<source>.mp4, splits/{train,val,test}.json as
-    lists of [target, source] pairs."""
-    from dfbook import datasets
-
-    ids = sorted({v for pairs in FF_PAIRS.values() for pair in pairs for v in pair})
-    k = 0
-    for i in ids:
-        write_face_video(root / f"original_sequences/youtube/c23/videos/{i}.mp4", seed=k)
-        k += 1
-    for m in datasets.faces.FFPP_METHODS:
-        for pairs in FF_PAIRS.values():
-            for a, b in pairs:
-                write_face_video(root / f"manipulated_sequences/{m}/c23/videos/{a}_{b}.mp4", seed=k)
-                k += 1
-    (root / "splits").mkdir()
-    for split, pairs in FF_PAIRS.items():
-        (root / "splits" / f"{split}.json").write_text(json.dumps(pairs))
+def write_ffpp(root: Path) -> None:
+    """FF++ c23 videos of the FF_PAIRS split lists (published layout: tests/test_full_profile.write_ffpp_videos)."""
+    write_ffpp_videos(root, FF_PAIRS)
 
 
 def write_celebdf_v2(root: Path) -> None:
-    """published_layouts.md, 'Celeb-DF v1 / v2' (yuezunli/celeb-deepfakeforensics README): Celeb-real/idX_NNNN.mp4,
-    YouTube-real/NNNNN.mp4, Celeb-synthesis/idX_idY_NNNN.mp4, List_of_testing_videos.txt with lines
-    '<1 real | 0 fake> <folder>/<video>.mp4' and CRLF line endings."""
-    videos = ["Celeb-real/id0_0000.mp4", "Celeb-real/id1_0000.mp4", "YouTube-real/00000.mp4",
-              "Celeb-synthesis/id0_id1_0000.mp4", "Celeb-synthesis/id1_id0_0000.mp4",
-              "Celeb-synthesis/id2_id0_0000.mp4"]
-    for k, v in enumerate(videos):
-        write_face_video(root / v, seed=100 + k)
-    listed = ["1 YouTube-real/00000.mp4", "1 Celeb-real/id1_0000.mp4", "0 Celeb-synthesis/id1_id0_0000.mp4",
-              "0 Celeb-synthesis/id2_id0_0000.mp4"]
-    (root / "List_of_testing_videos.txt").write_bytes(("\r\n".join(listed) + "\r\n").encode())
+    """Celeb-DF-v2: six videos, four of them on the test list (published layout: write_celebdf)."""
+    write_celebdf(root, ["Celeb-real/id0_0000.mp4", "Celeb-real/id1_0000.mp4", "YouTube-real/00000.mp4",
+                         "Celeb-synthesis/id0_id1_0000.mp4", "Celeb-synthesis/id1_id0_0000.mp4",
+                         "Celeb-synthesis/id2_id0_0000.mp4"],
+                  ["1 YouTube-real/00000.mp4", "1 Celeb-real/id1_0000.mp4", "0 Celeb-synthesis/id1_id0_0000.mp4",
+                   "0 Celeb-synthesis/id2_id0_0000.mp4"], seed=100)
 
 
 def write_wilddeepfake(root: Path, write_pngs) -> None:
@@ -94,34 +57,13 @@ def write_image_sets(data: Path, write_pngs) -> None:
         write_pngs(data / "univfd_diffusion" / d, 3, size=32, seed=320 + k)
 
 
-def save_random_openclip(name: str) -> None:
-    """Random weights of an open_clip model where a user puts the downloaded ones ($DFBOOK_DATA/weights/openclip/)."""
-    import open_clip
-    import torch
-
-    stem = backbones.expected_weights(name)
-    stem.parent.mkdir(parents=True, exist_ok=True)
-    arch = backbones.parse(name)[1]
-    torch.save(open_clip.create_model(arch, pretrained=None, force_quick_gelu=True).state_dict(),
-               stem.with_name(stem.name + ".pth"))
-
-
-def save_random_timm(name: str) -> None:
-    import timm
-    import torch
-
-    stem = backbones.expected_weights(name)
-    stem.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(timm.create_model(backbones.parse(name)[1]).state_dict(), stem.with_name(stem.name + ".pth"))
-
-
 @pytest.fixture
 def defenders_inputs(full_data, write_pngs, capsys):
     """FACES and IMAGES as defenders.full.yaml names them, built by the documented commands."""
     import yaml
 
     shipped = yaml.safe_load((paths.notebooks_dir() / "params" / "defenders.full.yaml").read_text())
-    write_ffpp_videos(full_data / "ffpp")
+    write_ffpp(full_data / "ffpp")
     write_celebdf_v2(full_data / "celebdf_v2")
     write_wilddeepfake(full_data / "wilddeepfake", write_pngs)
     write_image_sets(full_data, write_pngs)
@@ -147,7 +89,7 @@ def test_defenders_full_path_on_prepared_faces_and_published_image_sets(defender
         lambda p: Path(p).resolve().is_relative_to(released.resolve()))) == {True}
     save_random_openclip(shipped["ENCODER"])
     for name in EXPERTS:
-        save_random_timm(name)
+        save_random_weights(name)
     res = runner.run_chapter("defenders", "full", {
         "EXPERTS": EXPERTS, "OFFICIAL_EXPERT": EXPERTS[0], "K": 2, "IMAGE_SIZE": 32, "POOL_FRAMES": 1,
         "TEST_FRAMES": 2, "EPOCHS": 1, "BATCH_SIZE": 8, "NOISE_BATCH": 2, "N_BOOT": 20, "WORKERS": 1,

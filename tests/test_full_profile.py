@@ -522,6 +522,61 @@ def save_random_weights(name: str, **kw) -> None:
     torch.save(timm.create_model(backbones.parse(name)[1], **kw).state_dict(), stem.with_name(stem.name + ".pth"))
 
 
+def save_random_openclip(name: str) -> None:
+    """Random weights of an open_clip model where a user puts the downloaded ones ($DFBOOK_DATA/weights/openclip/)."""
+    import open_clip
+    import torch
+
+    from dfbook import backbones
+
+    stem = backbones.expected_weights(name)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(open_clip.create_model(backbones.parse(name)[1], pretrained=None, force_quick_gelu=True).state_dict(),
+               stem.with_name(stem.name + ".pth"))
+
+
+def write_face_video(path: Path, seed: int, n: int = 4, side: int = 128) -> None:
+    """A short clip of a real face (skimage's astronaut, which OpenCV's Haar cascade finds) with a little per-video
+    noise, so that `dfbook prepare --detector haar` crops a face in every frame."""
+    import cv2
+    from skimage import data as skdata
+
+    face = cv2.resize(np.ascontiguousarray(skdata.astronaut()[0:300, 100:400]), (side, side)).astype(np.int16)
+    rng = np.random.default_rng(seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 10, (side, side))
+    for _ in range(n):
+        frame = np.clip(face + rng.integers(-12, 13, face.shape), 0, 255).astype(np.uint8)
+        writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+    writer.release()
+
+
+def write_ffpp_videos(root: Path, pairs: dict, video=write_face_video) -> None:
+    """published_layouts.md, 'FaceForensics++' (ondyari/FaceForensics): original_sequences/youtube/c23/videos/
+    NNN.mp4, manipulated_sequences/<method>/c23/videos/<target>_<source>.mp4, splits/{train,val,test}.json as
+    lists of [target, source] pairs (``pairs``: split -> such a list). ``video(path, seed)`` writes one clip."""
+    k = 0
+    for i in sorted({v for split in pairs.values() for pair in split for v in pair}):
+        video(root / f"original_sequences/youtube/c23/videos/{i}.mp4", k)
+        k += 1
+    for m in datasets.faces.FFPP_METHODS:
+        for a, b in (pair for split in pairs.values() for pair in split):
+            video(root / f"manipulated_sequences/{m}/c23/videos/{a}_{b}.mp4", k)
+            k += 1
+    (root / "splits").mkdir()
+    for split, listed in pairs.items():
+        (root / "splits" / f"{split}.json").write_text(json.dumps(listed))
+
+
+def write_celebdf(root: Path, videos: list[str], listed: list[str], seed: int, video=write_face_video) -> None:
+    """published_layouts.md, 'Celeb-DF v1 / v2' (yuezunli/celeb-deepfakeforensics READMEs): Celeb-real/idX_NNNN.mp4,
+    YouTube-real/NNNNN.mp4, Celeb-synthesis/idX_idY_NNNN.mp4, List_of_testing_videos.txt with lines
+    '<1 real | 0 fake> <folder>/<video>.mp4' and CRLF line endings."""
+    for k, v in enumerate(videos):
+        video(root / v, seed + k)
+    (root / "List_of_testing_videos.txt").write_bytes(("\r\n".join(listed) + "\r\n").encode())
+
+
 @pytest.mark.slow
 def test_univfd_full_path_on_published_trees(full_data, build_dir, write_pngs):
     """CNNDetection + UnivFD diffusion as published (published_layouts.md, 'CNNDetection', 'UnivFD diffusion'), the
@@ -549,17 +604,8 @@ def test_clip_peft_full_path_on_a_prepared_ffpp_c40(full_data, build_dir, write_
     published layout, published_layouts.md 'FaceForensics++'), the full parameters' FRAMES path, the seed's heads
     on cached CLIP features and the LoRA variant trained on images; random weights at the local path of
     ViT-B/32.openai (open_clip)."""
-    import open_clip
-    import torch
-
-    from dfbook import backbones
-
     write_prepared_ffpp(full_data, write_pngs, frames=(0, 25, 50), size=32, comp="c40")
-    name = "openclip:ViT-B-32.openai"
-    stem = backbones.expected_weights(name)
-    stem.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(open_clip.create_model("ViT-B-32", pretrained=None, force_quick_gelu=True).state_dict(),
-               stem.with_name(stem.name + ".pth"))
+    save_random_openclip("openclip:ViT-B-32.openai")
     res = runner.run_chapter("clip_peft", "full", {"EPOCHS": 1, "LORA_EPOCHS": 1, "PACKAGE_VIDEOS": 2, "WORKERS": 1,
                                                     "N_BOOT": 20, "N_MISTAKES": 2}, quiet=True)
     assert res.status == "ok", res.error

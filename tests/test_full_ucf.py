@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from test_full_profile import write_ffpp_videos
 
 # FF++ split lists: lists of [target, source] pairs (published_layouts.md, 'FaceForensics++': dataset/splits/
 # {train,val,test}.json). One training pair keeps the CPU run short (four fakes, one per method); three test pairs
@@ -50,24 +51,6 @@ def write_video(path: Path, seed: int, n: int = 4) -> None:
         canvas[8:104, x:x + 96] = face
         writer.write(cv2.cvtColor(canvas, cv2.COLOR_RGB2BGR))
     writer.release()
-
-
-def write_ffpp(root: Path) -> None:
-    """published_layouts.md, 'FaceForensics++' (ondyari/FaceForensics): original_sequences/youtube/c23/videos/
-    NNN.mp4, manipulated_sequences/<Deepfakes|Face2Face|FaceSwap|NeuralTextures>/c23/videos/AAA_BBB.mp4
-    (target_source), splits/{train,val,test}.json lists of [target, source] pairs."""
-    k = 0
-    for pairs in FF_PAIRS.values():
-        for a, b in pairs:
-            for v in (a, b):
-                write_video(root / "original_sequences/youtube/c23/videos" / f"{v}.mp4", k)
-                k += 1
-            for m in FF_METHODS:
-                write_video(root / "manipulated_sequences" / m / "c23/videos" / f"{a}_{b}.mp4", k)
-                k += 1
-    (root / "splits").mkdir()
-    for split, pairs in FF_PAIRS.items():
-        (root / "splits" / f"{split}.json").write_text(json.dumps(pairs))
 
 
 def write_celebdf_v2(root: Path) -> None:
@@ -126,7 +109,7 @@ def test_ucf_full_path_on_published_trees(tmp_path, monkeypatch, build_dir, writ
     data = tmp_path / "data"
     monkeypatch.setenv("DFBOOK_DATA", str(data))
     monkeypatch.chdir(tmp_path)  # parameters never resolve against the working directory
-    write_ffpp(data / "ffpp")
+    write_ffpp_videos(data / "ffpp", FF_PAIRS, video=write_video)
     write_celebdf_v2(data / "celebdf_v2")
     write_wilddeepfake(data / "wilddeepfake", write_pngs)
     write_aiface(data / "aiface")

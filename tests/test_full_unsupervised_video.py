@@ -12,41 +12,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_full_defenders import save_random_timm, write_face_video
-from test_full_profile import full_data  # noqa: F401  (a fixture)
+from test_full_profile import (full_data, save_random_weights, write_celebdf, write_face_video,  # noqa: F401
+                               write_ffpp_videos)                                               # (full_data: a fixture)
 
 from dfbook import cli, manifest, paths, runner
 
 FORK = "timm:convnext_atto.d2_in1k"   # the fork's ConvNeXt-B (convnext_base.fb_in22k_ft_in1k), small
 PAIRS = {"train": [["000", "001"], ["002", "003"]], "val": [["004", "005"]], "test": [["006", "007"]]}
-
-
-def write_ffpp(root: Path) -> None:
-    """published_layouts.md, 'FaceForensics++' (ondyari/FaceForensics): original_sequences/youtube/c23/videos/
-    NNN.mp4, manipulated_sequences/<method>/c23/videos/<target>_<source>.mp4, splits/{train,val,test}.json as
-    lists of [target, source] pairs."""
-    from dfbook import datasets
-
-    k = 0
-    for i in sorted({v for pairs in PAIRS.values() for pair in pairs for v in pair}):
-        write_face_video(root / f"original_sequences/youtube/c23/videos/{i}.mp4", seed=k)
-        k += 1
-    for m in datasets.faces.FFPP_METHODS:
-        for a, b in (pair for pairs in PAIRS.values() for pair in pairs):
-            write_face_video(root / f"manipulated_sequences/{m}/c23/videos/{a}_{b}.mp4", seed=k)
-            k += 1
-    (root / "splits").mkdir()
-    for split, pairs in PAIRS.items():
-        (root / "splits" / f"{split}.json").write_text(json.dumps(pairs))
-
-
-def write_celebdf(root: Path, videos: list[str], listed: list[str], seed: int) -> None:
-    """published_layouts.md, 'Celeb-DF v1 / v2' (yuezunli/celeb-deepfakeforensics READMEs): Celeb-real/idX_NNNN.mp4,
-    YouTube-real/NNNNN.mp4, Celeb-synthesis/idX_idY_NNNN.mp4, List_of_testing_videos.txt with lines
-    '<1 real | 0 fake> <folder>/<video>.mp4' (CRLF line endings occur)."""
-    for k, v in enumerate(videos):
-        write_face_video(root / v, seed=seed + k)
-    (root / "List_of_testing_videos.txt").write_bytes(("\r\n".join(listed) + "\r\n").encode())
 
 
 def write_uadfv(root: Path) -> None:
@@ -109,7 +81,7 @@ def test_unsupervised_video_full_path_on_prepared_published_trees(full_data, bui
 
     shipped = yaml.safe_load((paths.notebooks_dir() / "params" / "unsupervised_video.full.yaml").read_text())
     monkeypatch.setenv("DFBOOK_CACHE", str(tmp_path / "cache"))  # landmarks, VAF, checkpoints: this test's own
-    write_ffpp(full_data / "ffpp")
+    write_ffpp_videos(full_data / "ffpp", PAIRS)
     write_celebdf(full_data / "celebdf_v2",
                   [f"Celeb-real/id{i}_0000.mp4" for i in range(5)] + ["YouTube-real/00000.mp4"]
                   + [f"Celeb-synthesis/{v}_0000.mp4" for v in ("id0_id1", "id1_id0", "id2_id3", "id3_id2", "id4_id0")],
@@ -126,7 +98,7 @@ def test_unsupervised_video_full_path_on_prepared_published_trees(full_data, bui
     assert set(faces["dataset"]) == {"ffpp", "celebdf_v1", "celebdf_v2", "uadfv"}
     install_landmark_package(tmp_path / "site", list(faces["path"].iloc[:3]))
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(tmp_path / "site"), os.environ.get("PYTHONPATH", "")]))
-    save_random_timm(FORK)
+    save_random_weights(FORK)
 
     res = runner.run_chapter("unsupervised_video", "full", {
         "FORK_BACKBONE": FORK, "VAF_FRAMES": 4, "TRAIN_FRAMES": 1, "EVAL_FRAMES": 4, "IMAGE_SIZE": 64,
