@@ -78,6 +78,8 @@ class TrainConfig:
     into the model at the end, because the EMA is what that method infers with.
 
     ``batch_size`` is per process; it is ignored when the training data is already a DataLoader.
+    ``channels_last`` trains a convolutional model in channels-last memory format (oneDNN's and cuDNN's faster
+    NHWC kernels); the model comes back in the default format, so saving and loading are unchanged.
     ``amp`` is autocast on CUDA (bfloat16 where supported, else float16 + GradScaler; :func:`dfbook.runtime.autocast`)
     and a no-op on CPU and in the ``mini`` profile, which runs fp32.
     """
@@ -109,6 +111,7 @@ class TrainConfig:
     shuffle: bool = True
     drop_last: bool = False
     num_workers: int = 0
+    channels_last: bool = False
 
     def __post_init__(self):
         choices = {
@@ -542,6 +545,8 @@ class _Loop:
         self.dev = torch.device(device)
         self.cfg, self.loss_fn, self.metrics, self.score_fn = cfg, loss_fn, metrics, score_fn
         self.model = model.to(self.dev)
+        if cfg.channels_last:
+            self.model.to(memory_format=torch.channels_last)
         self.amp = cfg.amp and runtime.mixed_precision(self.dev)
         self.amp_dtype = runtime.amp_dtype() if self.amp else torch.float32
         self.loader = _train_loader(train, cfg)
@@ -682,6 +687,8 @@ class _Loop:
             self.model.load_state_dict(self.ema.module.state_dict())
         if self.cfg.restore_best and self.best_state is not None:
             self.model.load_state_dict(self.best_state)
+        if self.cfg.channels_last:
+            self.model.to(memory_format=torch.contiguous_format)
         history = pd.DataFrame(self.st["history"])
         if self.st["best_epoch"] is not None:
             history["best"] = history["epoch"] == self.st["best_epoch"]

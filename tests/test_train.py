@@ -107,6 +107,26 @@ def test_same_seed_same_numbers_other_seed_differs():
     assert not _same_weights(runs[0], runs[2])
 
 
+def test_channels_last_trains_the_same_model_and_returns_it_in_the_default_format():
+    torch.manual_seed(0)
+    x, y = torch.randn(32, 3, 12, 12), (torch.rand(32) > 0.5).float()
+    runs = {}
+    for cl in (False, True):
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                              nn.Flatten(), nn.Linear(8, 1), nn.Flatten(0))
+        seen = []
+        model[0].register_forward_hook(lambda m, i, o: seen.append(m.weight.is_contiguous(
+            memory_format=torch.channels_last) and not m.weight.is_contiguous()))
+        train.fit(model, (x, y), config=TrainConfig(epochs=2, batch_size=8, optimizer="sgd", lr=0.1, channels_last=cl),
+                  progress=False)
+        assert any(seen) == cl                       # the conv really ran channels-last, and only when asked
+        assert all(p.is_contiguous() for p in model.parameters())   # handed back in the default format
+        runs[cl] = model
+    for a, b in zip(runs[False].state_dict().values(), runs[True].state_dict().values()):
+        torch.testing.assert_close(a.float(), b.float(), rtol=1e-4, atol=1e-5)   # same math (SGD: rounding is not amplified)
+
+
 def _flat(values):
     """A metrics function returning a fixed sequence of validation scores, one per epoch."""
     it = iter(values)
