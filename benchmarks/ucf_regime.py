@@ -2,7 +2,8 @@
 (the chapter's model, losses and Adam recipe) lever by lever, one training run per call.
 
     python benchmarks/ucf_regime.py --frames 8 --epochs 6 [--batch 16] [--lr 1e-3] [--seed 0]
-    python benchmarks/ucf_regime.py --frames 4 --epochs 3 --weights '{"specific": 0, "reconstruction": 0, "contrastive": 0}'
+    python benchmarks/ucf_regime.py --frames 4 --epochs 3 \
+        --weights '{"specific": 0, "reconstruction": 0, "contrastive": 0}'
 
 Levers: training frames per video and epochs (= optimiser steps), pairs per step, learning rate, input side
 (``--res``: the faces resized), the stem of ``mini:xception`` run at stride 2 instead of 4 (``--stem1``: its
@@ -42,7 +43,7 @@ def main(argv=None) -> dict:
     p.add_argument("--feat", type=int, default=128, help="FEAT_DIM")
     p.add_argument("--res", type=int, default=64, help="input side (faces resized)")
     p.add_argument("--stem1", action="store_true", help="mini:xception's second stem conv at stride 1")
-    p.add_argument("--channels-last", action="store_true", help="model in channels-last memory format (speed)")
+    p.add_argument("--channels-last", action="store_true", help="train in channels-last memory format (speed)")
     p.add_argument("--random-init", action="store_true", help="random-init encoders instead of the zoo's")
     p.add_argument("--weights", default="{}", help="JSON loss-weight overrides (diagnostic)")
     p.add_argument("--seed", type=int, default=0)
@@ -62,19 +63,17 @@ def main(argv=None) -> dict:
 
     torch.manual_seed(a.seed)
     model = ucf.build(body, a.feat, 5, body_norm=(spec["mean"], spec["std"]))
-    if a.channels_last:
-        model = model.to(memory_format=torch.channels_last)
     tr = data["train"]
     real, fake = tr["label"].to_numpy() == 0, tr["label"].to_numpy() == 1
     spe, _ = ucf.specific_labels(tr.loc[fake, "method"])
     pairs = ucf.PairDataset(imgs["train"][real], imgs["train"][fake], spe, train_augment=False, resolution=a.res)
     evals = {k: ucf.eval_set(imgs[k], data[k]["label"]) for k in data if k != "train"}
     cfg = train.TrainConfig(epochs=a.epochs, batch_size=a.batch, optimizer="adam", lr=a.lr, weight_decay=5e-4,
-                            monitor="val_auc", restore_best=True, seed=a.seed)
+                            monitor="val_auc", restore_best=True, seed=a.seed, channels_last=a.channels_last)
     t0 = time.perf_counter()
     hist = train.fit(model, pairs, config=cfg, loss_fn=functools.partial(ucf.loss_fn, weights=json.loads(a.weights)),
                      val=evals["val"])
-    row = {"args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(a).items() if k != "out"},
+    row = {"args": {k: v for k, v in vars(a).items() if k != "out"},
            "steps": math.ceil(int(fake.sum()) / a.batch) * a.epochs,
            "train_s": round(time.perf_counter() - t0, 1), "n_train": len(tr),
            "val_auc": [round(float(v), 4) for v in hist["val_auc"]]}
